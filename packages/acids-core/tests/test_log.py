@@ -1,0 +1,69 @@
+import io
+import logging
+
+import click
+from click.testing import CliRunner
+
+from acids_core.cli import AcidsGroup, verbosity_options
+from acids_core.log import Progress, get_logger, setup_logging
+
+
+class FakeTTY(io.StringIO):
+    def isatty(self):
+        return True
+
+
+def test_progress_draws_a_bar_on_a_terminal():
+    setup_logging(0, prog="t", stream=io.StringIO())
+    stream = FakeTTY()
+    with Progress(total=4, desc="preprocess", unit="files", stream=stream) as p:
+        for _ in range(4):
+            p.update(1, loss=0.5)
+    text = stream.getvalue()
+    assert "[########################] preprocess: 4/4 files (100%)" in text
+    assert "loss=0.5" in text
+    assert text.endswith("\n")
+    setup_logging(-1, prog="t", stream=io.StringIO())  # -q: no bar
+    quiet = FakeTTY()
+    with Progress(total=4, stream=quiet) as p:
+        p.update(4)
+    assert quiet.getvalue() == ""
+
+
+def test_progress_writes_periodic_lines_otherwise():
+    log = io.StringIO()
+    setup_logging(0, prog="t", stream=log)
+    stream = io.StringIO()
+    with Progress(total=3, desc="train", unit="steps", stream=stream, interval=0.0) as p:
+        for _ in range(3):
+            p.update(1)
+    assert stream.getvalue() == ""  # nothing drawn on a non-terminal
+    lines = [line for line in log.getvalue().splitlines() if "train:" in line]
+    assert len(lines) >= 3
+    assert lines[-1].startswith("t: train: 3/3 steps (100%)")
+
+
+@click.group(cls=AcidsGroup)
+@verbosity_options
+def tool():
+    pass
+
+
+@tool.command()
+def speak():
+    log = get_logger("t")
+    log.debug("debug line")
+    log.info("info line")
+    log.warning("warning line")
+
+
+def test_verbosity_flags_control_stderr_and_stdout_stays_clean():
+    runner = CliRunner()
+    normal = runner.invoke(tool, ["speak"])
+    assert normal.stdout == ""
+    assert "info line" in normal.stderr and "debug line" not in normal.stderr
+    quiet = runner.invoke(tool, ["-q", "speak"])
+    assert "info line" not in quiet.stderr and "warning line" in quiet.stderr
+    verbose = runner.invoke(tool, ["-v", "speak"])
+    assert "debug line" in verbose.stderr
+    logging.getLogger("acids").handlers.clear()
