@@ -66,4 +66,21 @@ def test_verbosity_flags_control_stderr_and_stdout_stays_clean():
     assert "info line" not in quiet.stderr and "warning line" in quiet.stderr
     verbose = runner.invoke(tool, ["-v", "speak"])
     assert "debug line" in verbose.stderr
-    logging.getLogger("acids").handlers.clear()
+    for h in list(logging.getLogger().handlers):
+        if getattr(h, "_acids", False):
+            logging.getLogger().removeHandler(h)
+
+
+def test_package_loggers_follow_verbosity_and_other_libraries_stay_at_warning():
+    buf = io.StringIO()
+    setup_logging(0, prog="t", stream=buf)
+    logging.getLogger("acids_data.audio").info("package info")
+    logging.getLogger("somelib").info("library info")
+    logging.getLogger("somelib").warning("library warning")
+    text = buf.getvalue()
+    assert "t: package info" in text
+    assert "library info" not in text
+    assert "t: warning: library warning" in text
+    for h in list(logging.getLogger().handlers):
+        if getattr(h, "_acids", False):
+            logging.getLogger().removeHandler(h)

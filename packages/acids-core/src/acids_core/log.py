@@ -46,13 +46,27 @@ def verbosity_to_level(verbosity: int) -> int:
     return logging.ERROR
 
 
+#: loggers that follow -v/-q: the acids packages (``logging.getLogger(__name__)`` in any of them works)
+PACKAGE_LOGGERS = (
+    ROOT_LOGGER,
+    "acids_core",
+    "acids_data",
+    "acids_rave",
+    "acids_ddsp",
+    "acids_flowsynth",
+    "acids_export",
+    "acids_deploy",
+)
+
+
 def setup_logging(verbosity: int = 0, prog: str | None = None, stream: IO[str] | None = None) -> None:
-    """Send the ``acids`` loggers (and warnings) to stderr at the level ``verbosity`` asks for.
+    """Send logs and warnings to stderr: the acids packages at the level ``verbosity`` asks for, other
+    libraries at WARNING (ERROR with -qq).
 
     Idempotent: a second call replaces the handler, so tests and nested commands don't duplicate lines.
     """
     prog = prog or os.path.basename(sys.argv[0] or "acids")
-    root = logging.getLogger(ROOT_LOGGER)
+    root = logging.getLogger()
     for h in list(root.handlers):
         if getattr(h, "_acids", False):
             root.removeHandler(h)
@@ -60,13 +74,11 @@ def setup_logging(verbosity: int = 0, prog: str | None = None, stream: IO[str] |
     handler.setFormatter(_Formatter(prog, verbosity >= 1))
     handler._acids = True  # type: ignore[attr-defined]
     root.addHandler(handler)
-    root.setLevel(verbosity_to_level(verbosity))
-    root.propagate = False
+    root.setLevel(logging.WARNING if verbosity >= -1 else logging.ERROR)
+    level = verbosity_to_level(verbosity)
+    for name in PACKAGE_LOGGERS:
+        logging.getLogger(name).setLevel(level)
     logging.captureWarnings(True)
-    pywarnings = logging.getLogger("py.warnings")
-    pywarnings.handlers = [handler]
-    pywarnings.setLevel(logging.WARNING if verbosity >= 0 else logging.ERROR)
-    pywarnings.propagate = False
 
 
 def get_logger(name: str) -> logging.Logger:

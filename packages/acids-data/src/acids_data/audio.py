@@ -338,9 +338,7 @@ def _open(path: Path) -> Iterator[tuple[sf.SoundFile, AudioInfo]]:
 
 
 def _open_failure(path: Path, fmt: str, e: sf.LibsndfileError) -> str:
-    msg = _sf_message(e)
-    if "not recognised" not in msg.lower() and "unknown format" not in msg.lower():
-        return f"truncated or corrupt {fmt}: {msg}"
+    """A short reason for a file libsndfile cannot open: sniff its first bytes for common non-audio content."""
     try:
         with open(path, "rb") as fh:
             head = fh.read(1024)
@@ -350,19 +348,21 @@ def _open_failure(path: Path, fmt: str, e: sf.LibsndfileError) -> str:
         if head.startswith(magic):
             return f"not an audio file (looks like {what})"
     if head and b"\0" not in head:
-        try:
-            text = head.decode("utf-8")
-        except UnicodeDecodeError:
-            text = ""
-        if text and sum(ch.isprintable() or ch.isspace() for ch in text) >= 0.95 * len(text):
-            lead = text.lstrip().lower()
-            if lead.startswith(("<!doctype html", "<html")):
+        text = head.decode("utf-8", errors="replace")
+        if sum(ch.isprintable() or ch.isspace() for ch in text) >= 0.95 * len(text):
+            if text.lstrip().lower().startswith(("<!doctype html", "<html")):
                 return "not an audio file (looks like an HTML page)"
             return "not an audio file (looks like text)"
-    return f"not a valid {fmt} file (format not recognised)"
+    msg = _sf_message(e)
+    # libsndfile answers "File does not exist or is not a regular file (possibly a pipe?)" when mpg123 finds
+    # no MPEG frame in a regular file: say what it means
+    if any(s in msg.lower() for s in ("not recognised", "unknown format", "possibly a pipe")):
+        return f"not a valid {fmt} file (format not recognised)"
+    return f"truncated or corrupt {fmt}: {msg}"
 
 
 def _sf_message(e: Exception) -> str:
     """libsndfile's own message, without soundfile's "Error opening '<path>': " prefix."""
     msg = getattr(e, "error_string", None) or str(e)
-    return msg.strip().rstrip(".")
+    msg = msg.strip().rstrip(".")
+    return msg.removeprefix("Error : ")

@@ -1,0 +1,172 @@
+"""Convolution blocks that stream: state lives in per-module buffers, switched by an explicit flag.
+
+Every convolution pads through a :class:`CachedPad`. Offline it pads with zeros (causal: all on the
+left; otherwise centred). With ``streaming = True`` (set by :func:`set_streaming` on a whole model) the
+left context is the tail of the previous call instead, so feeding a signal block by block gives exactly
+the offline output, for any block length that is a multiple of the module's total stride. The caches
+are not part of the state dict (checkpoints never depend on them) and are sized to the batch on the
+fly. There is no global switch: two models in one process can stream and not stream independently.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+
+class CachedPad(nn.Module):
+    """Pad (B, C, T) on time by ``left``/``right`` zeros, or by the cached past when streaming."""
+
+    def __init__(self, left: int, right: int = 0):
+        super().__init__()
+        if left < 0 or right < 0:
+            raise ValueError("padding must be >= 0")
+        self.left = left
+        self.right = right
+        self.streaming = False
+        self.register_buffer("cache", torch.zeros(0), persistent=False)
+
+    def set_streaming(self, flag: bool) -> None:
+        if flag and self.right:
+            raise ValueError("a non-causal layer cannot stream (its config has causal = false)")
+        self.streaming = flag
+        self.cache = torch.zeros(0, device=self.cache.device)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.streaming:
+            if self.left == 0 and self.right == 0:
+                return x
+            return F.pad(x, (self.left, self.right))
+        if self.left == 0:
+            return x
+        if self.cache.dim() != 3 or self.cache.shape[0] != x.shape[0] or self.cache.shape[1] != x.shape[1]:
+            self.cache = torch.zeros(x.shape[0], x.shape[1], self.left, dtype=x.dtype, device=x.device)
+        x = torch.cat([self.cache, x], -1)
+        self.cache = x[:, :, x.shape[-1] - self.left :]
+        return x
+
+
+def set_streaming(module: nn.Module, flag: bool) -> None:
+    """Switch every :class:`CachedPad` under ``module`` to streaming (fresh, zero state) or offline."""
+    for m in module.modules():
+        if isinstance(m, CachedPad):
+            m.set_streaming(flag)
+
+
+class Conv1d(nn.Module):
+    """1-d convolution with its own padding (causal or centred), optional weight normalisation.
+
+    Output length is ``T / stride`` for any input length ``T`` that is a multiple of ``stride``.
+    Weight normalisation is kept as (direction, gain) parameters computed in ``forward`` (scriptable,
+    no hooks); :meth:`fuse` folds it into a plain weight for inference.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int,
+        stride: int = 1,
+        dilation: int = 1,
+        groups: int = 1,
+        causal: bool = True,
+        weight_norm: bool = True,
+    ):
+        super().__init__()
+        if in_channels % groups or out_channels % groups:
+            raise ValueError("channels must be divisible by groups")
+        self.stride = stride
+        self.dilation = dilation
+        self.groups = groups
+        weight = torch.empty(out_channels, in_channels // groups, kernel_size)
+        nn.init.kaiming_uniform_(weight, a=math.sqrt(5))
+        fan_in = in_channels // groups * kernel_size
+        bound = 1 / math.sqrt(fan_in)
+        self.weight = nn.Parameter(weight)
+        self.bias = nn.Parameter(torch.empty(out_channels).uniform_(-bound, bound))
+        self.weight_norm = weight_norm
+        self.gain = nn.Parameter(torch.linalg.vector_norm(weight, dim=(1, 2), keepdim=True), requires_grad=weight_norm)
+        total = dilation * (kernel_size - 1) + 1 - stride
+        if total < 0:
+            raise ValueError("kernel span shorter than the stride")
+        left = total if causal else total // 2
+        self.pad = CachedPad(left, total - left)
+
+    def effective_weight(self) -> torch.Tensor:
+        if self.weight_norm:
+            norm = torch.linalg.vector_norm(self.weight, dim=(1, 2), keepdim=True)
+            return self.weight * (self.gain / norm)
+        return self.weight
+
+    @torch.no_grad()
+    def fuse(self) -> None:
+        """Fold the weight normalisation into the weight (same output, cheaper)."""
+        if self.weight_norm:
+            self.weight.copy_(self.effective_weight())
+            self.weight_norm = False
+            self.gain.requires_grad_(False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.pad(x)
+        return F.conv1d(x, self.effective_weight(), self.bias, self.stride, 0, self.dilation, self.groups)
+
+
+class Upsample(nn.Module):
+    """Up-sampling by ``ratio`` as a 2-tap convolution to ``ratio`` phases, interleaved in time.
+
+    Same receptive field and parameter count as a transposed convolution of kernel ``2 * ratio`` and
+    stride ``ratio``, but it streams through a one-frame cache and has no overlap-add state.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, ratio: int, causal: bool = True):
+        super().__init__()
+        self.ratio = ratio
+        self.out_channels = out_channels
+        self.conv = Conv1d(in_channels, out_channels * ratio, 2, causal=causal)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, _, t = x.shape
+        y = self.conv(x).reshape(b, self.out_channels, self.ratio, t)
+        return y.transpose(2, 3).reshape(b, self.out_channels, t * self.ratio)
+
+
+class DilatedUnit(nn.Module):
+    """Residual unit (v2): x + conv1x1(act(conv_k,d(act(x))))."""
+
+    def __init__(self, channels: int, kernel_size: int, dilation: int, causal: bool = True):
+        super().__init__()
+        self.conv1 = Conv1d(channels, channels, kernel_size, dilation=dilation, causal=causal)
+        self.conv2 = Conv1d(channels, channels, 1, causal=causal)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.conv1(F.leaky_relu(x, 0.2))
+        return x + self.conv2(F.leaky_relu(y, 0.2))
+
+
+class ResidualPair(nn.Module):
+    """Residual unit (v1): x + conv_k,d2(act(conv_k,d1(act(x))))."""
+
+    def __init__(self, channels: int, kernel_size: int, dilations: tuple[int, ...], causal: bool = True):
+        super().__init__()
+        d1, d2 = (tuple(dilations) + (1, 1))[:2]
+        self.conv1 = Conv1d(channels, channels, kernel_size, dilation=d1, causal=causal)
+        self.conv2 = Conv1d(channels, channels, kernel_size, dilation=d2, causal=causal)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.conv1(F.leaky_relu(x, 0.2))
+        return x + self.conv2(F.leaky_relu(y, 0.2))
+
+
+class LeakyReLU(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.leaky_relu(x, 0.2)
+
+
+def fuse_weight_norm(module: nn.Module) -> None:
+    """Fold weight normalisation of every :class:`Conv1d` under ``module`` (for inference/export)."""
+    for m in module.modules():
+        if isinstance(m, Conv1d):
+            m.fuse()

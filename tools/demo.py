@@ -1,0 +1,63 @@
+#!/usr/bin/env python3
+"""The end-to-end demo on the built-in real audio (assets/demo-audio), run by `python3 tools/dev.py demo`.
+
+Stages so far (each later package extends this chain):
+  1. acids-preprocess: 5 real instrument phrases → 44.1 kHz chunks + loudness/f0 → demo-out/dataset
+  2. acids-data inspect: summary + a PNG (loudness and f0 histograms, a spectrogram with its f0)
+Every stage runs as its real console script, joined by real shell pipes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def sh(script: str) -> subprocess.CompletedProcess[str]:
+    """Run a bash pipeline with pipefail; stderr goes to the terminal, stdout is returned."""
+    proc = subprocess.run(["bash", "-c", f"set -euo pipefail\n{script}"], cwd=ROOT, text=True,
+                          stdout=subprocess.PIPE)
+    if proc.returncode != 0:
+        print(f"demo: this step failed with exit code {proc.returncode}:\n{script}", file=sys.stderr)
+        sys.exit(proc.returncode)
+    return proc
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", type=Path, default=ROOT / "demo-out", help="where the outputs go")
+    ap.add_argument("--fresh", action="store_true", help="delete previous outputs first")
+    args = ap.parse_args()
+    out: Path = args.out.resolve()
+    if args.fresh and out.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+    audio = ROOT / "assets" / "demo-audio"
+    dataset = out / "dataset"
+    t0 = time.monotonic()
+
+    print("== 1. preprocess the built-in audio (acids-preprocess | acids-data inspect)", file=sys.stderr)
+    records = out / "dataset.jsonl"
+    summary = sh(
+        f"acids-preprocess '{audio}' -o '{dataset}' --sample-rate 44100 --features loudness,f0,mel"
+        f" | tee '{records}' | acids-data inspect --plot '{out / 'dataset.png'}'"
+    ).stdout
+    record = json.loads(records.read_text().splitlines()[-1])
+
+    print(summary)
+    print(f"demo finished in {time.monotonic() - t0:.0f} s. Outputs:")
+    print(f"  dataset        {record['path']}  ({record['chunks']} chunks, {record['seconds'] / 60:.1f} min)")
+    print(f"  dataset record {records}")
+    print(f"  plot           {out / 'dataset.png'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
