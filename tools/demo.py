@@ -22,8 +22,9 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def sh(script: str) -> subprocess.CompletedProcess[str]:
     """Run a bash pipeline with pipefail; stderr goes to the terminal, stdout is returned."""
-    proc = subprocess.run(["bash", "-c", f"set -euo pipefail\n{script}"], cwd=ROOT, text=True,
-                          stdout=subprocess.PIPE)
+    proc = subprocess.run(
+        ["bash", "-c", f"set -euo pipefail\n{script}"], cwd=ROOT, text=True, stdout=subprocess.PIPE
+    )
     if proc.returncode != 0:
         print(f"demo: this step failed with exit code {proc.returncode}:\n{script}", file=sys.stderr)
         sys.exit(proc.returncode)

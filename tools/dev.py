@@ -42,7 +42,7 @@ def ensure_tools() -> Path:
 
 
 def main(argv: list[str]) -> int:
-    if sys.version_info < (3, 11):
+    if sys.version_info < (3, 11):  # noqa: UP036 - dev.py may be run by an older python3
         print("dev.py: Python 3.11 or newer is needed", file=sys.stderr)
         return 2
     if not argv or argv[0] in ("-h", "--help") or (argv[0] not in COMMANDS and argv[0] != "nox"):

@@ -12,7 +12,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pytest
 import soundfile as sf
 from click.testing import CliRunner
 
@@ -34,7 +33,7 @@ def _phrase_dir(shared_data: Path, tmp_path: Path, seconds: float = 12.0, names=
 
 
 def _chunks_by_source(root: Path) -> dict[tuple[str, int], bytes]:
-    """Every chunk of a dataset keyed by (source file name, chunk index in the file): a content fingerprint."""
+    """Every chunk keyed by (source file name, chunk index in the file): a content fingerprint."""
     r = ShardReader(root)
     out = {}
     for i in range(len(r)):
@@ -53,8 +52,21 @@ def _run(args, input=None):
 def test_real_audio_to_dataset_with_aligned_features(shared_data, tmp_path):
     audio = _phrase_dir(shared_data, tmp_path)
     out = tmp_path / "data"
-    res = _run([audio, "-o", out, "--sample-rate", 16000, "--chunk", 16384, "--features", "loudness,f0,mel",
-                "--jobs", 1])
+    res = _run(
+        [
+            audio,
+            "-o",
+            out,
+            "--sample-rate",
+            16000,
+            "--chunk",
+            16384,
+            "--features",
+            "loudness,f0,mel",
+            "--jobs",
+            1,
+        ]
+    )
     assert res.exit_code == 0, res.stderr
     record = json.loads(res.stdout)  # stdout: exactly one JSON record
     assert record["kind"] == "dataset" and record["version"] == 1
@@ -75,7 +87,7 @@ def test_real_audio_to_dataset_with_aligned_features(shared_data, tmp_path):
     assert voiced.mean() > 0.5
     assert np.all((item["f0"][voiced] > 100) & (item["f0"][voiced] < 2100))
     # the stored audio is the source, resampled (16k → 16k: identical up to int16 rounding)
-    src, index, start = r.source(5)
+    src, _, start = r.source(5)
     x, _ = sf.read(src, dtype="float32")
     np.testing.assert_allclose(item["audio"][0], x[start : start + 16384], atol=1.5 / 32768)
 
@@ -87,7 +99,9 @@ def test_resampling_and_channels(shared_data, tmp_path):
     d.mkdir()
     sf.write(d / "stereo.wav", np.stack([x, 0.5 * x], axis=1), sr)
     out = tmp_path / "data"
-    res = _run([d, "-o", out, "--sample-rate", 22050, "--channels", 2, "--chunk", 22050, "--features", "none"])
+    res = _run(
+        [d, "-o", out, "--sample-rate", 22050, "--channels", 2, "--chunk", 22050, "--features", "none"]
+    )
     assert res.exit_code == 0, res.stderr
     r = ShardReader(out)
     assert len(r) == 5
@@ -134,7 +148,9 @@ EXPECTED_REASONS = {
 def test_every_bad_input_is_one_line_and_listed_and_the_run_continues(shared_data, tmp_path):
     d = _bad_inputs(tmp_path, shared_data)
     out = tmp_path / "data"
-    res = _run([d, "-o", out, "--sample-rate", 16000, "--chunk", 16384, "--features", "loudness", "--jobs", 1])
+    res = _run(
+        [d, "-o", out, "--sample-rate", 16000, "--chunk", 16384, "--features", "loudness", "--jobs", 1]
+    )
     assert res.exit_code == 65, res.stderr  # done, with skipped files
     assert "Traceback" not in res.stderr
     record = json.loads(res.stdout)
@@ -152,22 +168,62 @@ def test_every_bad_input_is_one_line_and_listed_and_the_run_continues(shared_dat
         assert status[name][0] == "skipped" and status[name][1]
     assert status["short.wav"][0] == "padded"
     # --pad skip: the short file is skipped too, and said
-    res = _run([d / "short.wav", d / "good.flac", "-o", tmp_path / "d2", "--sample-rate", 16000,
-                "--chunk", 16384, "--features", "none", "--pad", "skip"])
+    res = _run(
+        [
+            d / "short.wav",
+            d / "good.flac",
+            "-o",
+            tmp_path / "d2",
+            "--sample-rate",
+            16000,
+            "--chunk",
+            16384,
+            "--features",
+            "none",
+            "--pad",
+            "skip",
+        ]
+    )
     assert res.exit_code == 65
     assert "shorter than one chunk" in res.stderr
     # an explicitly named unsupported file is reported, not ignored
     (tmp_path / "clip.xyz").write_bytes(b"1234")
-    res = _run([tmp_path / "clip.xyz", d / "good.flac", "-o", tmp_path / "d3", "--features", "none",
-                "--sample-rate", 16000, "--chunk", 16384])
+    res = _run(
+        [
+            tmp_path / "clip.xyz",
+            d / "good.flac",
+            "-o",
+            tmp_path / "d3",
+            "--features",
+            "none",
+            "--sample-rate",
+            16000,
+            "--chunk",
+            16384,
+        ]
+    )
     assert res.exit_code == 65 and "clip.xyz" in res.stderr
 
 
 def test_strict_stops_at_first_bad_file_and_keeps_what_was_written(shared_data, tmp_path):
     d = _bad_inputs(tmp_path, shared_data)
     out = tmp_path / "data"
-    res = _run([d, "-o", out, "--strict", "--sample-rate", 16000, "--chunk", 16384, "--features", "none",
-                "--jobs", 1])
+    res = _run(
+        [
+            d,
+            "-o",
+            out,
+            "--strict",
+            "--sample-rate",
+            16000,
+            "--chunk",
+            16384,
+            "--features",
+            "none",
+            "--jobs",
+            1,
+        ]
+    )
     assert res.exit_code == 65
     assert "--strict" in res.stderr
     assert res.stdout == ""
@@ -191,10 +247,12 @@ def test_missing_input_empty_folder_and_all_bad(tmp_path):
 
 def test_audio_records_on_stdin(shared_data, tmp_path):
     audio = _phrase_dir(shared_data, tmp_path, seconds=3.0)
-    lines = "".join(json.dumps({"kind": "audio", "version": 1, "path": str(p)}) + "\n"
-                    for p in sorted(audio.iterdir()))
-    res = _run(["-o", tmp_path / "data", "--sample-rate", 16000, "--chunk", 16384, "--features", "none"],
-               input=lines)
+    lines = "".join(
+        json.dumps({"kind": "audio", "version": 1, "path": str(p)}) + "\n" for p in sorted(audio.iterdir())
+    )
+    res = _run(
+        ["-o", tmp_path / "data", "--sample-rate", 16000, "--chunk", 16384, "--features", "none"], input=lines
+    )
     assert res.exit_code == 0, res.stderr
     assert json.loads(res.stdout)["files_ok"] == 3
     res = _run(["-", "-o", tmp_path / "bad", "--features", "none"], input="not json\n")
@@ -203,19 +261,37 @@ def test_audio_records_on_stdin(shared_data, tmp_path):
 
 def _cli(*args: str) -> list[str]:
     exe = shutil.which("acids-preprocess")
-    return [exe, *args] if exe else [sys.executable, "-c", "from acids_data.cli import preprocess_main; preprocess_main()", *args]
+    return (
+        [exe, *args]
+        if exe
+        else [sys.executable, "-c", "from acids_data.cli import preprocess_main; preprocess_main()", *args]
+    )
 
 
 def test_resume_after_sigkill_gives_the_same_dataset(shared_data, tmp_path):
     audio = _phrase_dir(shared_data, tmp_path, seconds=40.0, names=["violin", "flute", "cello", "trumpet"])
-    args = [str(audio), "--sample-rate", "16000", "--chunk", "8192", "--features", "loudness,f0",
-            "--shard-mb", "1", "--jobs", "1", "-q"]
+    args = [
+        str(audio),
+        "--sample-rate",
+        "16000",
+        "--chunk",
+        "8192",
+        "--features",
+        "loudness,f0",
+        "--shard-mb",
+        "1",
+        "--jobs",
+        "1",
+        "-q",
+    ]
     clean = tmp_path / "clean"
     subprocess.run(_cli(*args, "-o", str(clean)), check=True, capture_output=True)
     killed = tmp_path / "killed"
     kills = 0
     for _attempt in range(6):  # kill it as soon as a shard more has been committed, a few times over
-        proc = subprocess.Popen(_cli(*args, "-o", str(killed)), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        proc = subprocess.Popen(
+            _cli(*args, "-o", str(killed)), stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        )
         before = len(list((killed / "shards").glob("*.json"))) if killed.exists() else 0
         deadline = time.monotonic() + 60
         while proc.poll() is None and time.monotonic() < deadline:
@@ -241,7 +317,9 @@ def test_resume_after_sigkill_gives_the_same_dataset(shared_data, tmp_path):
 
 
 def test_shards_then_merge_equal_a_single_run(shared_data, tmp_path):
-    audio = _phrase_dir(shared_data, tmp_path, seconds=6.0, names=["violin", "flute", "cello", "trumpet", "alto_sax"])
+    audio = _phrase_dir(
+        shared_data, tmp_path, seconds=6.0, names=["violin", "flute", "cello", "trumpet", "alto_sax"]
+    )
     common = ["--sample-rate", "16000", "--chunk", "16384", "--features", "loudness", "--jobs", "1"]
     single = tmp_path / "single"
     assert _run([audio, "-o", single, *common]).exit_code == 0

@@ -7,11 +7,11 @@ import sys
 from pathlib import Path
 
 import click
+
 from acids_core.cli import AcidsCommand, AcidsGroup, verbosity_options
 from acids_core.errors import DataError, Exit, MissingInput, UsageError
 from acids_core.log import get_logger
 from acids_core.records import make_record, read_records, stdin_is_piped, write_record
-
 from acids_data import __version__
 
 log = get_logger("data.cli")
@@ -64,31 +64,81 @@ def _dataset_record(out: Path, manifest: dict) -> dict:
     "preprocess", cls=AcidsCommand, epilog=PREPROCESS_EPILOG, context_settings={"max_content_width": 110}
 )
 @click.argument("inputs", nargs=-1, metavar="INPUT...")
-@click.option("-o", "--out", "out", required=True, type=click.Path(file_okay=False, path_type=Path),
-              help="Dataset directory (created, or resumed when it exists).")
+@click.option(
+    "-o",
+    "--out",
+    "out",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Dataset directory (created, or resumed when it exists).",
+)
 @click.option("--sample-rate", type=int, default=44100, show_default=True, help="Output sample rate (Hz).")
-@click.option("--channels", type=int, default=1, show_default=True,
-              help="Output channels; 1 mixes all input channels down (mean).")
+@click.option(
+    "--channels",
+    type=int,
+    default=1,
+    show_default=True,
+    help="Output channels; 1 mixes all input channels down (mean).",
+)
 @click.option("--chunk", type=int, default=131072, show_default=True, help="Chunk length in samples.")
-@click.option("--hop", type=int, default=None, help="Samples between chunk starts [default: --chunk, no overlap].")
-@click.option("--features", "features_text", default="loudness,f0", show_default=True,
-              help="Comma list of loudness, f0, mel; or 'none'.")
-@click.option("--feature-hop", type=int, default=None,
-              help="Samples per feature frame [default: the power of two nearest 10 ms, e.g. 512 at 44.1 kHz].")
+@click.option(
+    "--hop", type=int, default=None, help="Samples between chunk starts [default: --chunk, no overlap]."
+)
+@click.option(
+    "--features",
+    "features_text",
+    default="loudness,f0",
+    show_default=True,
+    help="Comma list of loudness, f0, mel; or 'none'.",
+)
+@click.option(
+    "--feature-hop",
+    type=int,
+    default=None,
+    help="Samples per feature frame [default: the power of two nearest 10 ms, e.g. 512 at 44.1 kHz].",
+)
 @click.option("--n-mels", type=int, default=64, show_default=True, help="Mel bands (with --features mel).")
-@click.option("--pad", type=click.Choice(["zero", "skip"]), default="zero", show_default=True,
-              help="Audio shorter than a chunk: zero-pad it (said on stderr) or skip it (said too).")
-@click.option("--trim-db", type=float, default=None,
-              help="Trim leading/trailing audio below this level (dBFS) and drop chunks entirely below it.")
-@click.option("-j", "--jobs", type=int, default=None,
-              help="Worker processes [default: the number of CPUs].")
-@click.option("--shard", "shard_text", default=None, metavar="i/N",
-              help="Process only part i of N of the inputs (deterministic, for cluster array jobs).")
+@click.option(
+    "--pad",
+    type=click.Choice(["zero", "skip"]),
+    default="zero",
+    show_default=True,
+    help="Audio shorter than a chunk: zero-pad it (said on stderr) or skip it (said too).",
+)
+@click.option(
+    "--trim-db",
+    type=float,
+    default=None,
+    help="Trim leading/trailing audio below this level (dBFS) and drop chunks entirely below it.",
+)
+@click.option("-j", "--jobs", type=int, default=None, help="Worker processes [default: the number of CPUs].")
+@click.option(
+    "--shard",
+    "shard_text",
+    default=None,
+    metavar="i/N",
+    help="Process only part i of N of the inputs (deterministic, for cluster array jobs).",
+)
 @click.option("--strict", is_flag=True, help="Stop at the first bad file (exit 65) instead of skipping it.")
 @click.option("--shard-mb", type=int, default=64, show_default=True, help="Target size of one shard (MiB).")
 @verbosity_options
-def preprocess_cmd(inputs, out, sample_rate, channels, chunk, hop, features_text, feature_hop, n_mels, pad,
-                   trim_db, jobs, shard_text, strict, shard_mb):
+def preprocess_cmd(
+    inputs,
+    out,
+    sample_rate,
+    channels,
+    chunk,
+    hop,
+    features_text,
+    feature_hop,
+    n_mels,
+    pad,
+    trim_db,
+    jobs,
+    shard_text,
+    strict,
+    shard_mb,
+):
     """Turn audio files into a dataset of fixed-length chunks and aligned features.
 
     INPUT: audio files, folders (searched recursively), glob patterns, or '-' to read `audio` records
@@ -99,8 +149,14 @@ def preprocess_cmd(inputs, out, sample_rate, channels, chunk, hop, features_text
     from acids_data.scan import discover, parse_shard, select_shard
 
     cfg = PreprocessConfig(
-        sample_rate=sample_rate, channels=channels, chunk=chunk, hop=hop,
-        features=_parse_features(features_text), feature_hop=feature_hop, n_mels=n_mels, pad=pad,
+        sample_rate=sample_rate,
+        channels=channels,
+        chunk=chunk,
+        hop=hop,
+        features=_parse_features(features_text),
+        feature_hop=feature_hop,
+        n_mels=n_mels,
+        pad=pad,
         trim_db=trim_db,
     )
     cfg.check()
@@ -127,18 +183,33 @@ def preprocess_cmd(inputs, out, sample_rate, channels, chunk, hop, features_text
     jobs = jobs if jobs is not None else (os.cpu_count() or 1)
     if jobs < 1:
         raise UsageError("--jobs must be at least 1")
-    summary = run(sources, out, cfg, jobs=min(jobs, max(1, len(sources))), part=shard[0], shard=shard,
-                  strict=strict, shard_bytes=shard_mb << 20)
+    summary = run(
+        sources,
+        out,
+        cfg,
+        jobs=min(jobs, max(1, len(sources))),
+        part=shard[0],
+        shard=shard,
+        strict=strict,
+        shard_bytes=shard_mb << 20,
+    )
     m = summary.manifest
     totals = m.get("totals", {})
     if not totals.get("chunks"):
-        raise DataError(f"no chunks were made: all {summary.files_skipped} input file(s) were skipped (see above)")
+        raise DataError(
+            f"no chunks were made: all {summary.files_skipped} input file(s) were skipped (see above)"
+        )
     write_record(_dataset_record(out, m))
     minutes = (totals.get("seconds") or 0) / 60
+    files_ok = totals.get("files_ok")
     log.info(
-        f"{totals.get('chunks')} chunks ({minutes:.1f} min of audio) from {totals.get('files_ok')} files in {out}"
+        f"{totals.get('chunks')} chunks ({minutes:.1f} min of audio) from {files_ok} files in {out}"
         + (f"; {summary.files_already_done} already done" if summary.files_already_done else "")
-        + (f"; {totals.get('files_skipped')} skipped (acids-data inspect {out})" if totals.get("files_skipped") else "")
+        + (
+            f"; {totals.get('files_skipped')} skipped (acids-data inspect {out})"
+            if totals.get("files_skipped")
+            else ""
+        )
     )
     if totals.get("files_skipped"):
         click.get_current_context().exit(int(Exit.DATA))
@@ -162,8 +233,13 @@ main_group.add_command(preprocess_cmd)
 
 @main_group.command("inspect", cls=AcidsCommand)
 @click.argument("dataset", required=False)
-@click.option("--plot", "plot_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Write a PNG: loudness and f0 histograms, a spectrogram of a random chunk.")
+@click.option(
+    "--plot",
+    "plot_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Write a PNG: loudness and f0 histograms, a spectrogram of a random chunk.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object instead of text.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Which random chunk to plot.")
 @verbosity_options
@@ -196,8 +272,14 @@ def inspect_cmd(dataset, plot_path, as_json, seed):
 
 @main_group.command("merge", cls=AcidsCommand)
 @click.argument("parts", nargs=-1, required=True)
-@click.option("-o", "--out", "out", required=True, type=click.Path(file_okay=False, path_type=Path),
-              help="Merged dataset directory (must not hold another dataset).")
+@click.option(
+    "-o",
+    "--out",
+    "out",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Merged dataset directory (must not hold another dataset).",
+)
 @click.option("--force", is_flag=True, help="Also merge parts whose run did not finish.")
 @click.option("--copy", is_flag=True, help="Copy shard files instead of hard-linking them.")
 @verbosity_options

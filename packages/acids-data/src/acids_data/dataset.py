@@ -1,4 +1,4 @@
-"""A torch ``Dataset`` over a dataset directory (the ``acids-data[torch]`` extra; torch is imported here only).
+"""A torch ``Dataset`` over a dataset directory (``acids-data[torch]``: the one module that imports torch).
 
 Randomness (crop offsets, gains):
     * By default each item draws a seed from torch's RNG: the global generator in the main process, the
@@ -82,7 +82,9 @@ class ChunkDataset(torch.utils.data.Dataset):
         L, fh = self.reader.chunk, self.reader.feature_hop
         self.step = int(fh) if fh else 1
         if crop is not None and not (0 < crop <= L and crop % self.step == 0):
-            raise ValueError(f"crop must be in (0, {L}] and a multiple of feature_hop {self.step}, got {crop}")
+            raise ValueError(
+                f"crop must be in (0, {L}] and a multiple of the feature hop {self.step}: {crop}"
+            )
         if gain_db is not None:
             low, high = (float(g) for g in gain_db)
             if not low <= high:

@@ -52,7 +52,9 @@ def summarise(root: Path, voiced_threshold: float = 0.5) -> dict[str, Any]:
         "hop": m.get("hop"),
         "chunks": totals.get("chunks", 0),
         "dataset_seconds": round(totals.get("chunks", 0) * chunk_s, 2),
-        "source_seconds": round(sum(f.get("duration", 0.0) for f in files if f.get("status") != "skipped"), 2),
+        "source_seconds": round(
+            sum(f.get("duration", 0.0) for f in files if f.get("status") != "skipped"), 2
+        ),
         "files_ok": totals.get("files_ok", 0),
         "files_padded": len(padded),
         "files_skipped": len(skipped),
@@ -165,8 +167,13 @@ def plot(root: Path, out: Path, seed: int = 0) -> Path:
     spec = 20 * np.log10(np.abs(np.fft.rfft(frames * win, axis=-1)).T + 1e-6)
     t_max = len(x) / sr
     ax_spec.imshow(
-        spec, origin="lower", aspect="auto", extent=(0, t_max, 0, sr / 2), cmap="magma",
-        vmin=spec.max() - 90, vmax=spec.max(),
+        spec,
+        origin="lower",
+        aspect="auto",
+        extent=(0, t_max, 0, sr / 2),
+        cmap="magma",
+        vmin=spec.max() - 90,
+        vmax=spec.max(),
     )
     if "f0" in item:
         fh = m["feature_hop"]
@@ -177,7 +184,9 @@ def plot(root: Path, out: Path, seed: int = 0) -> Path:
     src, index, start = reader.source(i)
     ax_spec.set(
         title=f"chunk {i}: {Path(src).name} chunk {index} (from {start / sr:.2f} s)",
-        xlabel="time (s)", ylabel="Hz", ylim=(0, min(sr / 2, 8000)),
+        xlabel="time (s)",
+        ylabel="Hz",
+        ylim=(0, min(sr / 2, 8000)),
     )
     fig.suptitle(f"{Path(root).resolve().name}: {len(reader)} chunks at {sr} Hz")
     fig.tight_layout()

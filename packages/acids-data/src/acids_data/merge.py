@@ -23,9 +23,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
 from acids_core.atomic import atomic_write_json, clean_temporaries, commit_file, temporary_path
 from acids_core.errors import UsageError
-
 from acids_data.store import (
     MANIFEST,
     SHARDS,
@@ -85,11 +85,10 @@ def merge(
         )
     ref = settings_of(manifests[0])
     for r, m in zip(roots[1:], manifests[1:], strict=True):
-        diffs = settings_differences(ref, settings_of(m))
+        diffs = settings_differences(settings_of(m), ref, other=f"{roots[0]}:")
         if diffs:
             raise UsageError(
-                f"{r} was made with other settings than {roots[0]}: "
-                f"{'; '.join(d.replace('(not', '(first part:') for d in settings_differences(settings_of(m), ref))}"
+                f"{r} was made with {'; '.join(diffs)}; merge only parts made with the same settings"
             )
 
     shards_out = out / SHARDS
@@ -153,7 +152,7 @@ def merge(
             for r, m in zip(roots, manifests, strict=True)
         ]
     }
-    settings = {**ref, "feature_keys": m0["feature_keys"], "features": m0.get("features"), "config": m0.get("config")}
+    settings = {**ref, "feature_keys": m0["feature_keys"]}
     manifest = build_manifest(
         settings,
         created_by=created_by or m0.get("created_by") or "acids-data",
@@ -167,19 +166,16 @@ def merge(
 
 
 def _free_name(name: str, used: set[str], next_k: dict[int, int]) -> str:
-    """``name`` itself, or the next free ``part-PPP-KKKKK`` of the same part number."""
+    """``name`` itself, or the next free ``part-PPP-KKKKK`` name of the same part number."""
     m = _NAME_RE.match(name)
-    part = int(m.group(1)) if m else 999
-    if name in used or not m:
+    if m is None or name in used:
+        part = int(m.group(1)) if m else 0
         k = next_k.get(part, 0)
         while f"part-{part:03d}-{k:05d}" in used:
             k += 1
+        next_k[part] = k + 1
         name = f"part-{part:03d}-{k:05d}"
     used.add(name)
-    if m or name.startswith("part-"):
-        mm = _NAME_RE.match(name)
-        if mm:
-            next_k[part] = max(next_k.get(part, 0), int(mm.group(2)) + 1)
     return name
 
 
@@ -203,7 +199,7 @@ def _link_or_copy(src: Path, dst: Path, link: bool) -> str:
     return "copied"
 
 
-def _rewrite(src_dir: Path, idx: dict[str, Any], rows: np.ndarray, out_dir: Path, name: str) -> dict[str, Any]:
+def _rewrite(src_dir: Path, idx: dict[str, Any], rows: np.ndarray, out_dir: Path, name: str) -> dict:
     """Write the kept ``rows`` of a shard as a new shard ``name``."""
     chunks = np.asarray(idx["chunks"], np.int64).reshape(-1, 3)[rows]
     used = sorted(set(chunks[:, 0].tolist()))

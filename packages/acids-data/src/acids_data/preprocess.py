@@ -16,7 +16,6 @@ import hashlib
 import logging
 import math
 import multiprocessing
-import os
 import signal
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -25,9 +24,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
+
 from acids_core.errors import DataError, UsageError
 from acids_core.log import Progress, get_logger
-
 from acids_data import __version__
 from acids_data.scan import Source
 
@@ -54,8 +53,9 @@ class PreprocessConfig:
         features: per-chunk features among loudness, f0, mel.
         feature_hop: samples per feature frame (None = the power of two nearest 10 ms).
         n_mels: mel bands when ``mel`` is asked for.
-        pad: what to do with audio shorter than a chunk — ``zero``: pad it (a file shorter than one chunk
-            becomes one padded chunk; a tail of at least half a chunk becomes one more), ``skip``: leave it out.
+        pad: what to do with audio shorter than a chunk — ``zero``: pad it (a file shorter than one
+            chunk becomes one padded chunk; a tail of at least half a chunk becomes one more),
+            ``skip``: leave it out.
         trim_db: if set, trim leading/trailing audio quieter than this (dBFS, per feature frame) and drop
             chunks that are entirely below it.
     """
@@ -90,13 +90,15 @@ class PreprocessConfig:
             raise UsageError(f"--hop {self.hop}: expected a positive number of samples")
         unknown = [f for f in self.features if f not in FEATURE_CHOICES]
         if unknown:
-            raise UsageError(f"--features: unknown {', '.join(unknown)} (choose from {', '.join(FEATURE_CHOICES)})")
+            raise UsageError(
+                f"--features: unknown {', '.join(unknown)} (choose from {', '.join(FEATURE_CHOICES)})"
+            )
         if self.features:
             fh = self.frame_hop
             if self.chunk % fh or self.chunk_hop % fh:
                 raise UsageError(
-                    f"--chunk {self.chunk} and --hop {self.chunk_hop} must be multiples of the feature hop {fh} "
-                    "(so feature frames stay aligned with chunks); change --feature-hop or --chunk"
+                    f"--chunk {self.chunk} and --hop {self.chunk_hop} must be multiples of the feature hop"
+                    f" {fh} (so feature frames stay aligned with chunks); change --feature-hop or --chunk"
                 )
 
     def feature_keys(self) -> list[str]:
@@ -244,7 +246,9 @@ def process_file(source: Source, cfg: PreprocessConfig | None = None) -> FileRes
             x = np.pad(x, ((0, 0), (0, padded_len - n)))
         feats: dict[str, np.ndarray] = {}
         if cfg.features:
-            feats = features.compute_features(x, cfg.sample_rate, cfg.frame_hop, cfg.features, n_mels=cfg.n_mels)
+            feats = features.compute_features(
+                x, cfg.sample_rate, cfg.frame_hop, cfg.features, n_mels=cfg.n_mels
+            )
         if cfg.trim_db is not None:
             # drop chunks that are entirely below the threshold (the trimmed file can still hold long pauses)
             keep = []
@@ -309,7 +313,11 @@ class RunSummary:
 
 
 def _results(
-    sources: Sequence[Source], cfg: PreprocessConfig, jobs: int, done: dict[str, int], finished: frozenset[str]
+    sources: Sequence[Source],
+    cfg: PreprocessConfig,
+    jobs: int,
+    done: dict[str, int],
+    finished: frozenset[str],
 ) -> Iterator[FileResult]:
     if jobs <= 1 or len(sources) <= 1:
         _init_state = dict(_WORKER_STATE)
@@ -323,7 +331,9 @@ def _results(
         return
     # spawn: safe whatever the parent imported (torch, onnxruntime threads); workers import numpy/soxr once
     ctx = multiprocessing.get_context("spawn")
-    with ctx.Pool(jobs, initializer=_init_worker, initargs=(cfg, done, finished), maxtasksperchild=200) as pool:
+    with ctx.Pool(
+        jobs, initializer=_init_worker, initargs=(cfg, done, finished), maxtasksperchild=200
+    ) as pool:
         try:
             yield from pool.imap(process_file, sources, chunksize=1)
         except BaseException:
@@ -354,7 +364,9 @@ def run(
     cfg.check()
     config = cfg.to_manifest()
     config["shard"] = f"{shard[0]}/{shard[1]}"
-    desc = feature_mod.describe(cfg.features, cfg.sample_rate, cfg.frame_hop, cfg.n_mels) if cfg.features else {}
+    desc = (
+        feature_mod.describe(cfg.features, cfg.sample_rate, cfg.frame_hop, cfg.n_mels) if cfg.features else {}
+    )
     writer = ShardWriter(
         out,
         sample_rate=cfg.sample_rate,

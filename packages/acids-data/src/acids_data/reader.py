@@ -23,8 +23,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from acids_core.errors import DataError, UsageError
 
+from acids_core.errors import DataError, UsageError
 from acids_data.store import AUDIO, SHARDS, dataset_root, read_manifest, read_shard_index
 
 _SCALE = np.float32(1.0 / 32768.0)
@@ -167,7 +167,7 @@ class ShardReader:
     def _array(self, s: int, key: str) -> _Array:
         a = self._arrays.get((s, key))
         if a is None:
-            name, n, arrays = self._shards[s]
+            _, n, arrays = self._shards[s]
             a = self._arrays[(s, key)] = _Array(self._root / SHARDS / arrays[key], n)
         return a
 
@@ -276,7 +276,7 @@ class ShardReader:
         return idx["files"][int(idx["chunks"][row, 0])]
 
     def file_index(self) -> tuple[list[str], np.ndarray]:
-        """``(shas, ids)``: the distinct source sha256s, and for every chunk the index of its source in shas."""
+        """``(shas, ids)``: the distinct source sha256s, and for each chunk the index of its source."""
         where: dict[str, int] = {}  # insertion-ordered: sha -> id
         ids = np.empty(self._len, np.int64)
         for s in range(len(self._shards)):
@@ -302,7 +302,7 @@ class ShardReader:
         if getattr(self, "_pid", None) == os.getpid():
             try:
                 self.close()
-            except Exception:  # noqa: S110 - interpreter shutdown
+            except Exception:  # at interpreter shutdown
                 pass
 
     def __repr__(self) -> str:

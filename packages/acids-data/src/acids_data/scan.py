@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from acids_core.errors import MissingInput, UsageError
-
 from acids_data.audio import SUPPORTED_EXTENSIONS
 
 _GLOB_CHARS = set("*?[")

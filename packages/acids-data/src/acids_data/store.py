@@ -9,12 +9,12 @@ Layout::
                                  loudness/f0/f0_confidence float32 (n, F), mel float16 (n, n_mels, F);
                                  other keys keep the caller's dtype (float64 is stored as float32)
       shards/<name>.json         the shard's index and COMMIT MARKER, written last, atomically:
-                                 {"name", "n", "arrays": {key: filename}, "sha256": {key: hex of the .npy file},
+                                 {"name", "n", "arrays": {key: filename}, "sha256": {key: hex of the file},
                                   "files": [source sha256, ...], "paths": [source path, ...],
                                   "chunks": [[local_file_idx, chunk_index_in_file, start_sample], ...]}
       journal.jsonl              only while a run is open or after a kill: file-table entries (mostly skipped
-                                 files) not yet in manifest.json; folded into the manifest by the next manifest
-                                 write. A finished dataset has none.
+                                 files) not yet in manifest.json, folded into it by the next manifest write.
+                                 A finished dataset has none.
       .writer.lock               flock'ed by the one ShardWriter allowed per directory
 
 Shard names are ``part-{part:03d}-{k:05d}``: ``part`` is the ``--shard i/N`` index (0 for a single run) and
@@ -63,6 +63,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
 from acids_core.atomic import atomic_write_json, clean_temporaries, commit_file, is_temporary, temporary_path
 from acids_core.errors import DataError, MissingInput, UsageError
 
@@ -230,26 +231,29 @@ def settings_of(m: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-def settings_differences(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
-    """Human-readable differences between two :func:`settings_of` dicts: ``"--sample-rate 48000 (not 16000)"``.
+def settings_differences(
+    old: Mapping[str, Any], new: Mapping[str, Any], other: str = "this run:"
+) -> list[str]:
+    """Differences between two :func:`settings_of` dicts, as ``"--sample-rate 48000 (this run: 16000)"``.
 
     Config keys in :data:`OPERATIONAL_CONFIG_KEYS` are ignored.
     """
-    diffs = []
+    diffs, differ = [], set()
     for key, flag in _FLAGS.items():
         a, b = _plain(old.get(key)), _plain(new.get(key))
         if key == "feature_keys":
             a, b = sorted(a or []), sorted(b or [])
         if a != b:
+            differ.add(key)
             if key == "feature_keys":
-                diffs.append(f"features {','.join(a) or '(none)'} (not {','.join(b) or '(none)'})")
+                diffs.append(f"features {','.join(a) or '(none)'} ({other} {','.join(b) or '(none)'})")
             else:
-                diffs.append(f"{flag} {_show(a)} (not {_show(b)})")
+                diffs.append(f"{flag} {_show(a)} ({other} {_show(b)})")
     ca, cb = old.get("config") or {}, new.get("config") or {}
-    for key in sorted((set(ca) | set(cb)) - OPERATIONAL_CONFIG_KEYS):
+    for key in sorted((set(ca) | set(cb)) - OPERATIONAL_CONFIG_KEYS - differ):
         a, b = _plain(ca.get(key, "<unset>")), _plain(cb.get(key, "<unset>"))
         if a != b:
-            diffs.append(f"config {key}={_show(a)} (not {_show(b)})")
+            diffs.append(f"config {key}={_show(a)} ({other} {_show(b)})")
     return diffs
 
 
@@ -547,7 +551,9 @@ class ShardWriter:
                 log.info("removed %s (left by a killed run)", p)
         markers = {p.stem for p in self._shards_dir.glob("*.json") if not is_temporary(p)}
         if markers and old is None:
-            raise UsageError(f"{self._shards_dir} holds shards but {self.root} has no {MANIFEST}; use another -o")
+            raise UsageError(
+                f"{self._shards_dir} holds shards but no {MANIFEST} is beside it; use another -o"
+            )
         for p in self._shards_dir.glob("*.npy"):
             if p.name.split(".", 1)[0] not in markers:
                 log.info("removed %s (an uncommitted shard of a killed run)", p)
@@ -556,16 +562,17 @@ class ShardWriter:
         names = [s["name"] for s in (old or {}).get("shards", [])]
         names += sorted(markers - set(names))
         for name in names:
-            idx = read_shard_index(self._shards_dir / f"{name}.json")
+            where = self._shards_dir / f"{name}.json"
+            idx = read_shard_index(where)
             if sorted(idx["arrays"]) != sorted([AUDIO, *self.feature_keys]):
-                raise DataError(f"{self._shards_dir / name}.json: arrays {sorted(idx['arrays'])} do not match")
+                raise DataError(f"{where}: arrays {sorted(idx['arrays'])} do not match the manifest")
             for fname in idx["arrays"].values():
                 if not (self._shards_dir / fname).is_file():
                     raise DataError(f"{self._shards_dir / fname}: missing (the dataset is damaged)")
             for li, ci, _ in idx["chunks"]:
                 sha = idx["files"][li]
                 if ci != self._committed.get(sha, 0):
-                    raise DataError(f"{self._shards_dir / name}.json: chunk {ci} of {sha[:12]} is out of order")
+                    raise DataError(f"{where}: chunk {ci} of source {sha[:12]} is out of order")
                 self._committed[sha] = ci + 1
             self._shards.append({"name": name, "n": idx["n"], "arrays": idx["arrays"]})
             m = _SHARD_RE.match(name)
@@ -598,6 +605,10 @@ class ShardWriter:
     def done_chunks(self, sha256: str) -> int:
         """Chunks of this source already committed (its chunks 0..n-1)."""
         return self._committed.get(sha256, 0)
+
+    def committed_chunks(self) -> dict[str, int]:
+        """``{sha256: chunks committed}`` for every source with committed chunks."""
+        return dict(self._committed)
 
     def file_status(self, sha256: str) -> dict[str, Any] | None:
         """The file-table entry of this source if it is done (ok, padded or skipped), else None."""
@@ -669,7 +680,7 @@ class ShardWriter:
         expected = self._committed.get(sha256, 0) + self._buffered.get(sha256, 0)
         first = int(first_chunk_index)
         if first > expected:
-            raise ValueError(f"{path}: chunk {first} added before chunk {expected} (chunks must come in order)")
+            raise ValueError(f"{path}: chunk {first} added before chunk {expected} (chunks come in order)")
         drop = expected - first
         if drop >= n:
             return
@@ -756,7 +767,8 @@ class ShardWriter:
             sha, path, audio, feats, first, starts = self._buf[0]
             m = min(len(audio), n - taken)
             if m < len(audio):  # split the piece: the rest stays buffered
-                self._buf[0] = (sha, path, audio[m:], {k: v[m:] for k, v in feats.items()}, first + m, starts[m:])
+                rest = {k: v[m:] for k, v in feats.items()}
+                self._buf[0] = (sha, path, audio[m:], rest, first + m, starts[m:])
                 audio, feats, starts = audio[:m], {k: v[:m] for k, v in feats.items()}, starts[:m]
             else:
                 self._buf.pop(0)
@@ -812,7 +824,7 @@ class ShardWriter:
                 self._commit(self._buf_n)
             orphans = set(self._committed) - {k[0] for k in self._files}
             if orphans:
-                log.warning("%d source(s) have chunks but no file entry (finish_file not called)", len(orphans))
+                log.warning("%d source(s) have chunks but no file entry (no finish_file)", len(orphans))
             return self._write_manifest(complete=complete)
         finally:
             self._closed = True
@@ -902,5 +914,6 @@ def verify(root: str | os.PathLike[str] | Mapping[str, Any], *, checksums: bool 
     for e in m["files"]:
         sha = e.get("sha256")
         if e.get("status") in ("ok", "padded") and seen.get(sha, 0) != e.get("chunks"):
-            problems.append(f"{e['path']}: {e.get('chunks')} chunks in the file table, {seen.get(sha, 0)} stored")
+            stored = seen.get(sha, 0)
+            problems.append(f"{e['path']}: {e.get('chunks')} chunks in the file table, {stored} stored")
     return problems

@@ -12,7 +12,6 @@ import torch
 import torch.nn.functional as F
 
 TWO_PI = 2.0 * math.pi
-_MASK32 = 0xFFFFFFFF
 
 
 def exp_sigmoid(x: torch.Tensor, exponent: float = 10.0, max_value: float = 2.0, threshold: float = 1e-7) -> torch.Tensor:
@@ -27,7 +26,11 @@ def hz_to_midi(f0: torch.Tensor) -> torch.Tensor:
 
 
 def next_pow2(n: int) -> int:
-    return 1 << max(0, int(n - 1).bit_length())
+    """The smallest power of two >= n (>= 1)."""
+    size = 1
+    while size < n:
+        size *= 2
+    return size
 
 
 def causal_ramp(x: torch.Tensor, prev: torch.Tensor, hop: int) -> torch.Tensor:
@@ -114,7 +117,7 @@ def magnitudes_to_ir(magnitudes: torch.Tensor) -> torch.Tensor:
     Returns:
         (..., 2 * (n_bands - 1)) impulse responses.
     """
-    ir = torch.fft.irfft(magnitudes.to(torch.complex64) if magnitudes.dtype == torch.float32 else magnitudes.to(torch.complex128))
+    ir = torch.fft.irfft(magnitudes)  # real input = zero phase
     size = ir.shape[-1]
     ir = torch.roll(ir, size // 2, dims=-1)
     window = torch.hann_window(size, periodic=True, dtype=ir.dtype, device=ir.device)
@@ -137,10 +140,10 @@ def position_noise(start: torch.Tensor, length: int, seed: int) -> torch.Tensor:
         (length,) float32.
     """
     pos = torch.arange(length, dtype=torch.int64, device=start.device) + start
-    x = (pos * 0x2545F491 + (seed * 0x9E3779B + 0x1234567)) & _MASK32
+    x = (pos * 0x2545F491 + (seed * 0x9E3779B + 0x1234567)) & 0xFFFFFFFF
     x = x ^ (x >> 16)
-    x = (x * 0x7FEB352D) & _MASK32
+    x = (x * 0x7FEB352D) & 0xFFFFFFFF
     x = x ^ (x >> 15)
-    x = (x * 0x6A5D39E9) & _MASK32
+    x = (x * 0x6A5D39E9) & 0xFFFFFFFF
     x = x ^ (x >> 16)
     return (x >> 8).to(torch.float32) * (2.0 / 16777216.0) - 1.0

@@ -6,7 +6,6 @@ filter tails, reverb tail) is carried across calls, and the concatenated output 
 Turning streaming on or off (``set_streaming``) starts from a fresh state.
 """
 
-from __future__ import annotations
 
 import math
 
@@ -14,7 +13,6 @@ import torch
 from torch import nn
 
 from acids_ddsp.dsp import (
-    TWO_PI,
     accumulate_phase,
     causal_ramp,
     fft_convolve,
@@ -93,7 +91,7 @@ class HarmonicSynth(nn.Module):
         start = _normalise(dist_before * mask) * amp_before.unsqueeze(-1)  # (B, F, K)
         end = _normalise(distribution * mask) * amplitude.unsqueeze(-1)
 
-        sines = torch.sin((TWO_PI * phase).unsqueeze(-1) * self.harmonics)  # (B, T, K)
+        sines = torch.sin((6.283185307179586 * phase).unsqueeze(-1) * self.harmonics)  # (B, T, K)
         sines = sines.reshape(b * n, self.hop, self.n_harmonics)
         coeffs = torch.stack([start, end - start], dim=-1).reshape(b * n, self.n_harmonics, 2)
         both = torch.bmm(sines, coeffs)  # (B*F, hop, 2): sum_k sin * start_k, sum_k sin * delta_k

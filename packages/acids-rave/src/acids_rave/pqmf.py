@@ -77,11 +77,11 @@ class PQMF(nn.Module):
     Args:
         n_band: number of bands M (a power of two; 16 in RAVE).
         taps_per_band: K, the filter length is N = M * K.
-        beta: Kaiser window shape (about 10 gives ~100 dB stop band).
+        beta: Kaiser window shape of the prototype.
         causal: pad on the left only (streamable); otherwise centre the filters (no delay, offline).
     """
 
-    def __init__(self, n_band: int = 16, taps_per_band: int = 16, beta: float = 10.0, causal: bool = True):
+    def __init__(self, n_band: int = 16, taps_per_band: int = 16, beta: float = 9.0, causal: bool = True):
         super().__init__()
         if n_band < 2 or n_band & (n_band - 1):
             raise ValueError(f"n_band must be a power of two >= 2, got {n_band}")

@@ -1,0 +1,87 @@
+"""The acids-core model contract on the tiny preset (f0/loudness are frame-rate inputs, audio comes out)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from acids_core.testing import ModelContract
+from conftest import random_controls
+
+from acids_ddsp import checkpoint
+from acids_ddsp.config import preset
+from acids_ddsp.model import DDSP
+
+
+class TestTinyDDSP(ModelContract):
+    # the contract's lengths and blocks are in audio samples; the inputs are frames of HOP samples
+    hop = preset("tiny").hop
+    block = 8 * hop
+    length = 64 * hop
+    ratio = 1
+
+    def make_model(self):
+        torch.manual_seed(0)
+        return DDSP(preset("tiny")).eval()
+
+    def make_input(self, batch, length):
+        return random_controls(batch, length // self.hop)
+
+    def split_input(self, inputs, block):
+        frames = block // self.hop
+        pieces = [x.split(frames, dim=-1) for x in inputs]
+        return [tuple(p) for p in zip(*pieces, strict=True)]
+
+    def save(self, model, path):
+        checkpoint.save(model, path)
+
+    def load(self, path):
+        return checkpoint.load(path)
+
+    def test_causal(self):
+        """Audio of frame i depends on frames <= i only (frame-level causality, so blocks stream exactly)."""
+        model = self.make_model()
+        f0, loudness = (t.clone().requires_grad_(True) for t in self._inputs(batch=1))
+        out = model(f0, loudness)
+        frame = f0.shape[-1] // 2
+        out[..., frame * self.hop : (frame + 1) * self.hop].pow(2).sum().backward()
+        for name, x in (("f0", f0), ("loudness", loudness)):
+            assert x.grad[..., frame + 1 :].abs().max().item() == 0.0, f"{name}: depends on future frames"
+            assert x.grad[..., frame].abs().max().item() > 0.0, f"{name}: frame {frame} is ignored"
+
+
+@pytest.mark.parametrize("sizes", [[1] * 12, [3, 5, 1, 7, 2, 6], [12], [2, 10]])
+def test_streaming_in_uneven_blocks(sizes):
+    """Streaming equals offline for any sequence of block sizes (in frames), reverb and noise tails included."""
+    torch.manual_seed(1)
+    model = DDSP(preset("tiny")).eval()
+    f0, loudness = random_controls(2, sum(sizes))
+    with torch.no_grad():
+        offline = model(f0, loudness)
+        model.set_streaming(True)
+        streamed = torch.cat(
+            [model(a, b) for a, b in zip(f0.split(sizes, -1), loudness.split(sizes, -1), strict=True)], dim=-1
+        )
+    torch.testing.assert_close(streamed, offline, atol=1e-5, rtol=1e-4)
+
+
+def test_streaming_restarts_fresh():
+    model = DDSP(preset("tiny")).eval()
+    f0, loudness = random_controls(1, 16)
+    with torch.no_grad():
+        model.set_streaming(True)
+        first = model(f0, loudness)
+        model(f0, loudness)
+        model.set_streaming(True)
+        again = model(f0, loudness)
+    torch.testing.assert_close(again, first)
+
+
+@pytest.mark.parametrize("name", ["full", "full-48k", "small", "small-48k", "tiny"])
+def test_presets_build_and_run(name):
+    cfg = preset(name)
+    model = DDSP(cfg).eval()
+    assert cfg.realtime_hop
+    with torch.no_grad():
+        out = model(torch.full((1, 1, 4), 220.0), torch.full((1, 1, 4), -30.0))
+    assert out.shape == (1, 1, 4 * cfg.hop)
+    assert torch.isfinite(out).all()

@@ -1,0 +1,285 @@
+"""RAVE: PQMF -> convolutional encoder -> VAE latent -> decoder (waveform, amplitude, noise) -> PQMF⁻¹.
+
+Shapes: audio (B, C, T) with T a multiple of the compression ratio R = n_band * prod(ratios) (offline
+calls pad the end and crop the output back); latents (B, D, T / R).
+
+``encode`` returns the posterior mean (deterministic), projected on the latent PCA and cut to the
+``latent_dims`` kept at the chosen fidelity; ``decode`` takes those ``latent_dims`` (or all
+``latent_size``) channels and fills the dropped dimensions with their mean (zero in PCA coordinates),
+never with random noise. Before the latent analysis the projection is the identity.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from acids_rave.blocks import (
+    Conv1d,
+    DilatedUnit,
+    LeakyReLU,
+    ResidualPair,
+    Upsample,
+    fuse_weight_norm,
+    set_streaming,
+)
+from acids_rave.config import RaveConfig, validate
+from acids_rave.pqmf import PQMF
+
+
+def _prod(xs: tuple[int, ...]) -> int:
+    return math.prod(xs) if xs else 1
+
+
+class EncoderV2(nn.Module):
+    """Band frames (B, C*M, F) -> (B, 2 * latent, F / prod(ratios)): residual dilated units + strided convs."""
+
+    def __init__(self, cfg: RaveConfig):
+        super().__init__()
+        e, causal = cfg.encoder, cfg.causal
+        c = e.capacity
+        layers: list[nn.Module] = [Conv1d(cfg.channels * cfg.pqmf.n_band, c, 7, causal=causal)]
+        for i, r in enumerate(e.ratios):
+            for d in e.dilations[i]:
+                layers.append(DilatedUnit(c, e.kernel_size, d, causal))
+            layers += [LeakyReLU(), Conv1d(c, 2 * c, 2 * r, stride=r, causal=causal)]
+            c *= 2
+        layers += [LeakyReLU(), Conv1d(c, 2 * cfg.latent_size, 3, causal=causal)]
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+class EncoderV1(nn.Module):
+    """The paper's encoder: conv, then per ratio [BatchNorm, LeakyReLU, strided conv], channels doubling."""
+
+    def __init__(self, cfg: RaveConfig):
+        super().__init__()
+        e, causal = cfg.encoder, cfg.causal
+        c = e.capacity
+        layers: list[nn.Module] = [Conv1d(cfg.channels * cfg.pqmf.n_band, c, 7, causal=causal)]
+        for r in e.ratios:
+            layers += [nn.BatchNorm1d(c), LeakyReLU(), Conv1d(c, 2 * c, 2 * r + 1, stride=r, causal=causal)]
+            c *= 2
+        layers += [LeakyReLU(), Conv1d(c, 2 * cfg.latent_size, 5, groups=2, causal=causal)]
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+class NoiseGenerator(nn.Module):
+    """Filtered noise per band: hidden (B, H, F) -> noise (B, C*M, F).
+
+    Strided convs give one spectral envelope (``noise_bands`` points, up to 1) per noise frame of
+    L = prod(ratios) band samples; white noise blocks of L samples are shaped by it in the FFT domain.
+    """
+
+    def __init__(self, in_channels: int, out_bands: int, cfg: RaveConfig):
+        super().__init__()
+        n = cfg.decoder.noise
+        self.out_bands = out_bands
+        self.noise_bands = n.noise_bands
+        self.block = _prod(n.ratios)
+        layers: list[nn.Module] = []
+        c = in_channels
+        for r in n.ratios:
+            layers += [Conv1d(c, n.hidden, 2 * r, stride=r, causal=cfg.causal), LeakyReLU()]
+            c = n.hidden
+        layers.append(Conv1d(c, out_bands * n.noise_bands, 3, causal=cfg.causal))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        b = h.shape[0]
+        amp = torch.sigmoid(self.net(h) - 5.0)  # start quiet
+        frames = amp.shape[-1]
+        bins = self.block // 2 + 1
+        # (B, bands, noise_bands, Fn) -> (B * bands * Fn, 1, noise_bands) -> bins
+        amp = amp.reshape(b, self.out_bands, self.noise_bands, frames).transpose(2, 3)
+        amp = amp.reshape(-1, 1, self.noise_bands)
+        amp = F.interpolate(amp, size=bins, mode="linear", align_corners=True)
+        amp = amp.reshape(b, self.out_bands, frames, bins)
+        noise = torch.rand(b, self.out_bands, frames, self.block, dtype=h.dtype, device=h.device) * 2 - 1
+        shaped = torch.fft.irfft(torch.fft.rfft(noise) * amp, n=self.block)
+        return shaped.reshape(b, self.out_bands, frames * self.block)
+
+
+class Decoder(nn.Module):
+    """Latent (B, latent, F) -> band frames (B, C*M, F * prod(ratios)).
+
+    v2: conv, per reversed ratio [LeakyReLU, up-sampling halving channels, dilated units], then
+    ``tanh(wave) * sigmoid(amplitude)``. v1: the same trunk with v1 residual pairs, then
+    ``tanh(wave) * modulated-sigmoid(loudness)``. Both add filtered noise when it is enabled and
+    ``noise_gain`` (a buffer, 0 during phase 1, 1 from phase 2 on) is non-zero.
+    """
+
+    def __init__(self, cfg: RaveConfig):
+        super().__init__()
+        d, causal = cfg.decoder, cfg.causal
+        self.kind = d.kind
+        self.out_bands = cfg.channels * cfg.pqmf.n_band
+        ratios = cfg.encoder.ratios
+        c = d.capacity * 2 ** len(ratios)
+        layers: list[nn.Module] = [Conv1d(cfg.latent_size, c, 3 if d.kind == "v2" else 7, causal=causal)]
+        n = len(ratios)
+        for i, r in enumerate(reversed(ratios)):
+            layers += [LeakyReLU(), Upsample(c, c // 2, r, causal)]
+            c //= 2
+            if d.kind == "v2":
+                for dil in reversed(d.dilations[n - 1 - i]):
+                    layers.append(DilatedUnit(c, d.kernel_size, dil, causal))
+            else:
+                for pair in d.dilations:
+                    layers.append(ResidualPair(c, d.kernel_size, pair, causal))
+        layers.append(LeakyReLU())
+        self.net = nn.Sequential(*layers)
+        if d.kind == "v2":
+            self.wave = Conv1d(c, 2 * self.out_bands, 7, causal=causal)
+            self.loudness = nn.Identity()
+        else:
+            self.wave = Conv1d(c, self.out_bands, 7, causal=causal)
+            self.loudness = Conv1d(c, cfg.channels, 3, causal=causal)
+        self.use_noise = d.noise.enabled
+        self.noise = NoiseGenerator(c, self.out_bands, cfg) if d.noise.enabled else nn.Identity()
+        self.register_buffer("noise_gain", torch.zeros(()))
+        self.channels = cfg.channels
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        h = self.net(z)
+        if self.kind == "v2":
+            wave, amp = self.wave(h).chunk(2, dim=1)
+            y = torch.tanh(wave) * torch.sigmoid(amp)
+        else:
+            wave = self.wave(h)
+            loud = self.loudness(h)  # (B, C, F): one loudness per audio channel, shared by its bands
+            gate = 2 * torch.sigmoid(loud) ** 2.3 + 1e-7
+            b, _, f = wave.shape
+            y = (torch.tanh(wave).reshape(b, self.channels, -1, f) * gate.unsqueeze(2)).reshape(b, -1, f)
+        if self.use_noise and float(self.noise_gain) > 0:
+            y = y + self.noise_gain * self.noise(h)
+        return y
+
+
+class Rave(nn.Module):
+    """The RAVE model. Build with ``Rave(config)``; see the module docstring for shapes."""
+
+    __jit_ignored_attributes__ = ["config"]  # noqa: RUF012 (a dataclass, not scriptable)
+
+    def __init__(self, config: RaveConfig):
+        super().__init__()
+        validate(config)
+        self.config = config
+        self.channels = config.channels
+        self.latent_size = config.latent_size
+        self.n_band = config.pqmf.n_band
+        self.compression_ratio = config.compression_ratio
+        self.sample_rate = config.sample_rate
+        self.causal = config.causal
+        self.pqmf = PQMF(config.pqmf.n_band, config.pqmf.taps_per_band, config.pqmf.beta, causal=config.causal)
+        self.encoder = EncoderV2(config) if config.encoder.kind == "v2" else EncoderV1(config)
+        self.decoder = Decoder(config)
+        n = config.latent_size
+        # latent analysis (PCA of the posterior means); identity until fit_latent_pca
+        self.register_buffer("latent_mean", torch.zeros(n))
+        self.register_buffer("latent_components", torch.eye(n))
+        self.register_buffer("latent_variance", torch.ones(n))
+        self.register_buffer("latent_dims", torch.tensor(n, dtype=torch.long))
+
+    # --- latent analysis ------------------------------------------------------------------------
+    @torch.jit.ignore
+    def fit_latent_pca(self, means: torch.Tensor, fidelity: float = 0.95) -> int:
+        """PCA of posterior means (N, latent); keep the dims that explain ``fidelity`` of the variance."""
+        means = means.double()
+        mu = means.mean(0)
+        cov = (means - mu).T @ (means - mu) / max(means.shape[0] - 1, 1)
+        var, vecs = torch.linalg.eigh(cov)
+        order = torch.argsort(var, descending=True)
+        self.latent_mean.copy_(mu.float())
+        self.latent_components.copy_(vecs[:, order].T.float())
+        self.latent_variance.copy_(var[order].clamp_min(0).float())
+        return self.set_fidelity(fidelity)
+
+    @torch.jit.ignore
+    def fidelity_table(self) -> torch.Tensor:
+        """Cumulative explained variance ratio per number of kept dims (latent,)."""
+        v = self.latent_variance.double()
+        return (v.cumsum(0) / v.sum().clamp_min(1e-12)).float()
+
+    @torch.jit.ignore
+    def set_fidelity(self, fidelity: float) -> int:
+        """Keep the fewest dims whose explained variance reaches ``fidelity`` (0 < f <= 1); return it."""
+        if not 0 < fidelity <= 1:
+            raise ValueError(f"fidelity must be in (0, 1], got {fidelity}")
+        table = self.fidelity_table()
+        dims = int((table < fidelity - 1e-6).sum().item()) + 1
+        self.latent_dims.fill_(min(dims, self.latent_size))
+        return int(self.latent_dims)
+
+    # --- streaming ------------------------------------------------------------------------------
+    @torch.jit.ignore
+    def set_streaming(self, flag: bool) -> None:
+        """Streaming on (fresh zero state; needs a causal config) or off."""
+        if flag and not self.causal:
+            raise ValueError("this model is not causal (causal = false): it cannot stream")
+        set_streaming(self, flag)
+
+    @torch.jit.ignore
+    def fuse(self) -> None:
+        """Fold weight normalisation for inference (irreversible on this instance)."""
+        fuse_weight_norm(self)
+
+    @property
+    def latency(self) -> int:
+        """Algorithmic latency of streaming ``forward`` beyond the block, in samples (causal only)."""
+        return self.pqmf.delay if self.causal else -1
+
+    # --- the model ------------------------------------------------------------------------------
+    def _pad(self, x: torch.Tensor) -> torch.Tensor:
+        rest = x.shape[-1] % self.compression_ratio
+        if rest != 0:
+            x = F.pad(x, (0, self.compression_ratio - rest))
+        return x
+
+    def posterior(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Audio (B, C, T) -> posterior mean and standard deviation, each (B, latent, T / R)."""
+        h = self.encoder(self.pqmf(self._pad(x)))
+        mean, scale = h.chunk(2, dim=1)
+        return mean, F.softplus(scale) + 1e-4
+
+    def decode_bands(self, z: torch.Tensor) -> torch.Tensor:
+        """Full latent (B, latent, F) -> PQMF bands (B, C*M, F * R / M)."""
+        return self.decoder(z)
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """Audio (B, C, T) -> latent (B, latent_dims, ceil(T / R)), in PCA coordinates."""
+        mean, _ = self.posterior(x)
+        z = torch.einsum("kl,blf->bkf", self.latent_components, mean - self.latent_mean[None, :, None])
+        return z[:, : int(self.latent_dims)]
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """Latent (B, D, F), D <= latent_size in PCA coordinates -> audio (B, C, F * R)."""
+        d = z.shape[1]
+        if d > self.latent_size:
+            raise ValueError("more latent channels than latent_size")
+        if d < self.latent_size:
+            z = F.pad(z, (0, 0, 0, self.latent_size - d))
+        z = torch.einsum("kl,bkf->blf", self.latent_components, z) + self.latent_mean[None, :, None]
+        return self.pqmf.inverse(self.decoder(z))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Reconstruction (B, C, T) -> (B, C, T)."""
+        return self.decode(self.encode(x))[..., : x.shape[-1]]
+
+
+def kl_divergence(mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    """KL(N(mean, std²) || N(0, 1)), summed over latent channels, averaged over batch and frames."""
+    var = std * std
+    return 0.5 * (mean * mean + var - torch.log(var) - 1).sum(1).mean()
+
+
+def count_parameters(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters() if p.requires_grad)
