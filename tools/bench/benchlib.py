@@ -69,10 +69,12 @@ def _segments(data_root: Path) -> list[tuple[str, list[Path], tuple[float, float
     return segs
 
 
-def build_corpus(out: Path, data_root: Path = DATA_ROOT) -> Corpus:
+def build_corpus(out: Path, data_root: Path = DATA_ROOT, variant: int = 0) -> Corpus:
     """Deterministic mixed corpus (3 rates x mono/stereo x wav/flac/mp3) from the shared data, cached.
 
-    Rebuilt only when ``corpus.json`` is missing or from another corpus version.
+    ``variant`` k > 0 scales the audio by ``1 - 0.002 k`` (about -0.02 dB per step): the same decoding work,
+    different bytes (acids-preprocess skips files whose content hash it has already seen, so copies of the
+    corpus must differ). Rebuilt only when ``corpus.json`` is missing or from another version/variant.
     """
     import numpy as np
     import soundfile as sf
@@ -81,7 +83,7 @@ def build_corpus(out: Path, data_root: Path = DATA_ROOT) -> Corpus:
     index = out / "corpus.json"
     if index.exists():
         meta = json.loads(index.read_text())
-        if meta.get("version") == CORPUS_VERSION:
+        if meta.get("version") == CORPUS_VERSION and meta.get("variant", 0) == variant:
             return Corpus(out, meta["files"])
     segs = _segments(data_root)
     if not segs:
@@ -100,6 +102,8 @@ def build_corpus(out: Path, data_root: Path = DATA_ROOT) -> Corpus:
             x = x[int(frac[0] * len(x)) : int(frac[1] * len(x))]
         if sr != sr0:
             x = soxr.resample(x, sr0, sr, quality="VHQ").astype(np.float32)
+        if variant:
+            x = x * np.float32(1.0 - 0.002 * variant)
         if ch == 2:  # a plausible stereo image: right = attenuated copy 5 ms late
             d = int(0.005 * sr)
             right = np.concatenate([np.zeros(d, np.float32), 0.8 * x[:-d]])
@@ -166,22 +170,37 @@ def scan_corpus(root: Path) -> Corpus:
     return Corpus(root, files)
 
 
-def repeat_corpus(base: Corpus, k: int, out: Path) -> Corpus:
-    """``k`` hard-linked copies of ``base`` under ``out/copy{j}/`` (steady-state set, like the 8x set)."""
+def repeat_corpus(base: Corpus, k: int, out: Path, data_root: Path | None = None) -> Corpus:
+    """``k`` copies of ``base`` under ``out/copy{j}/``: the steady-state set (like the reference's 8x set).
+
+    copy0 is hard links to ``base``. The others must have different bytes, because acids-preprocess skips a
+    file whose sha256 it has already processed (hard-linked copies would be skipped): for the built-in
+    corpus (``data_root`` given: its sources) they are :func:`build_corpus` variants (gain 1 - 0.002 j, same
+    formats and decoding work); otherwise hard links, which only suits tools that do not deduplicate.
+    """
     index = out / "corpus.json"
-    key = hashlib.sha256(json.dumps([str(base.root), base.files, k]).encode()).hexdigest()[:16]
-    if index.exists() and json.loads(index.read_text()).get("key") == key:
+    builtin = data_root is not None
+    key = hashlib.sha256(
+        json.dumps([str(base.root), base.files, k, builtin, CORPUS_VERSION]).encode()
+    ).hexdigest()
+    if index.exists() and json.loads(index.read_text()).get("key") == key[:16]:
         return Corpus(out, json.loads(index.read_text())["files"])
     if out.exists():
         shutil.rmtree(out)
+    out.mkdir(parents=True)
     files = []
     for j in range(k):
-        for f in base.files:
-            rel = Path(f"copy{j}") / f["path"]
-            (out / rel).parent.mkdir(parents=True, exist_ok=True)
-            os.link(base.root / f["path"], out / rel)
-            files.append({**f, "path": str(rel)})
-    index.write_text(json.dumps({"key": key, "files": files}, indent=1))
+        if j == 0 or not builtin:
+            for f in base.files:
+                rel = Path(f"copy{j}") / f["path"]
+                (out / rel).parent.mkdir(parents=True, exist_ok=True)
+                os.link(base.root / f["path"], out / rel)
+                files.append({**f, "path": str(rel)})
+        else:
+            print(f"building corpus variant {j} ...", file=sys.stderr)
+            v = build_corpus(out / f"copy{j}", data_root, variant=j)
+            files += [{**f, "path": str(Path(f"copy{j}") / f["path"])} for f in v.files]
+    index.write_text(json.dumps({"key": key[:16], "distinct_copies": builtin, "files": files}, indent=1))
     return Corpus(out, files)
 
 

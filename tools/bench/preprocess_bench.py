@@ -10,10 +10,10 @@ bench-out/preprocess/<time>/results.{json,md}; the markdown is printed on stdout
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import json
 import os
 import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -168,10 +168,9 @@ def make_tools(args: argparse.Namespace, notes: list[str]) -> tuple[list[Tool], 
         )
         return tools, versions
     try:
-        r = subprocess.run([ours, "--version"], capture_output=True, text=True, timeout=60)
-        versions["acids-preprocess"] = (r.stdout or r.stderr).strip()[:200]
-    except (OSError, subprocess.TimeoutExpired) as e:
-        versions["acids-preprocess"] = f"? ({e})"
+        versions["acids-data"] = importlib.metadata.version("acids-data")
+    except importlib.metadata.PackageNotFoundError:
+        versions["acids-data"] = "?"
 
     def ours_cmd(features: str, jobs: int) -> Any:
         def cmd(corpus: bl.Corpus, out: Path) -> list[str]:
@@ -454,7 +453,9 @@ def main() -> int:
         help="audio folder to use instead of the built-in corpus (bench-out/corpus)",
     )
     ap.add_argument("--data-root", type=Path, default=bl.DATA_ROOT, help="sources of the built-in corpus")
-    ap.add_argument("--repeat", type=int, default=8, help="also run a set of K hard-linked copies (0/1: off)")
+    ap.add_argument(
+        "--repeat", type=int, default=8, help="also run a set of K copies of the corpus (0/1: off)"
+    )
     ap.add_argument("--reps", type=int, default=2, help="repetitions on the 1x set (alternating)")
     ap.add_argument("--reps-repeat", type=int, default=1, help="repetitions on the Kx set")
     ap.add_argument(
@@ -495,9 +496,14 @@ def main() -> int:
     if not corpus.files:
         raise SystemExit(f"no audio in {corpus.root}")
     sets = [("1x", corpus)]
-    if args.repeat > 1:
+    if args.repeat > 1 and args.corpus:
+        notes.append(
+            f"--repeat {args.repeat} ignored with --corpus: copies would be hard links, and acids-preprocess "
+            "skips files whose content it has already seen"
+        )
+    elif args.repeat > 1:
         rep_dir = bl.BENCH_OUT / f"{corpus.root.name}-x{args.repeat}"
-        sets.append((f"{args.repeat}x", bl.repeat_corpus(corpus, args.repeat, rep_dir)))
+        sets.append((f"{args.repeat}x", bl.repeat_corpus(corpus, args.repeat, rep_dir, args.data_root)))
 
     tools, versions = make_tools(args, notes)
     if args.install_only:

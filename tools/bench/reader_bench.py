@@ -67,7 +67,7 @@ def build_dataset(args: argparse.Namespace) -> Path:
         return root
     corpus = bl.build_corpus(bl.BENCH_OUT / "corpus")
     if args.repeat > 1:
-        corpus = bl.repeat_corpus(corpus, args.repeat, bl.BENCH_OUT / f"corpus-x{args.repeat}")
+        corpus = bl.repeat_corpus(corpus, args.repeat, bl.BENCH_OUT / f"corpus-x{args.repeat}", bl.DATA_ROOT)
     exe = Path(sys.executable).parent / "acids-preprocess"
     exe_s = str(exe) if exe.exists() else shutil.which("acids-preprocess")
     if exe_s is None:

@@ -47,7 +47,7 @@ def sha_of(name: str) -> str:
 
 
 def make_files(counts: Sequence[int], skips: Sequence[int] = (), prefix: str = "src") -> list[dict[str, Any]]:
-    """File specs: ``{"path", "sha", "n"}``, or ``{"path", "sha", "skip": reason}`` at the ``skips`` positions."""
+    """File specs ``{"path", "sha", "n"}``; ``{"path", "sha", "skip": reason}`` at the ``skips`` positions."""
     files = []
     for i, n in enumerate(counts):
         path = f"{prefix}/{i:03d}.wav"
@@ -222,5 +222,7 @@ if __name__ == "__main__":
     out = Path(sys.argv[1])
     if len(sys.argv) > 2 and sys.argv[2] != "-":
         _arm(sys.argv[2])
-    write_dataset(out, delay=float(os.environ.get("STORE_TEST_DELAY", "0")), per_call=1 if len(sys.argv) > 3 else 3)
+    write_dataset(
+        out, delay=float(os.environ.get("STORE_TEST_DELAY", "0")), per_call=1 if len(sys.argv) > 3 else 3
+    )
     sys.exit(0)

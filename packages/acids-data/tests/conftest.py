@@ -18,7 +18,7 @@ def _skip_or_fail(key: str, reason: str) -> None:
     pytest.skip(reason)
 
 
-# --- real audio --------------------------------------------------------------------------------------------------
+# --- real audio ---------------------------------------------------------------------------------------------
 
 
 @pytest.fixture(scope="session")
@@ -34,7 +34,7 @@ def shared_data() -> Path:
     return root
 
 
-# --- synthetic signals and files ---------------------------------------------------------------------------------
+# --- synthetic signals and files ----------------------------------------------------------------------------
 
 
 def _tone(freqs: float | list[float], sample_rate: int, seconds: float, amplitude: float = 0.5) -> np.ndarray:
@@ -63,3 +63,28 @@ def write_audio(tmp_path: Path) -> Callable[..., Path]:
         return path
 
     return write
+
+
+# --- measured figures ---------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def report(record_property) -> Callable[[str], None]:
+    """``report("f0: 115x real time")``: a measured figure, listed in a "measured figures" section of the
+    terminal summary (no ``-s`` needed)."""
+    return lambda text: record_property("measured", text)
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    lines = [
+        f"{rep.nodeid}: {value}"
+        for reports in terminalreporter.stats.values()
+        for rep in reports
+        if getattr(rep, "when", None) == "call"
+        for key, value in getattr(rep, "user_properties", ())
+        if key == "measured"
+    ]
+    if lines:
+        terminalreporter.section("measured figures")
+        for line in lines:
+            terminalreporter.write_line(line)

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 import soxr
-from acids_core.errors import DataError, Exit
 
+from acids_core.errors import DataError, Exit
 from acids_data.audio import (
     SUPPORTED_EXTENSIONS,
     AudioFileError,
@@ -173,7 +173,7 @@ def test_probe_info(write_audio, make_tone):
     assert all(e == e.lower() and e.startswith(".") for e in SUPPORTED_EXTENSIONS)
 
 
-# --- bad input -----------------------------------------------------------------------------------------------------
+# --- bad input ----------------------------------------------------------------------------------------------
 
 
 def _wav_bytes(tmp_path, frames=4800, subtype="PCM_16") -> bytes:
@@ -274,6 +274,10 @@ def test_truncated_wav_decodes_what_is_there_with_a_warning(tmp_path, caplog):
 
 def test_bad_arguments(write_audio, make_tone):
     path = write_audio("ok.wav", make_tone(440, 16000, 0.1), 16000)
-    for kw in ({"sample_rate": 0}, {"sample_rate": 44100, "channels": 0}, {"sample_rate": 44100, "block_frames": 0}):
+    for kw in (
+        {"sample_rate": 0},
+        {"sample_rate": 44100, "channels": 0},
+        {"sample_rate": 44100, "block_frames": 0},
+    ):
         with pytest.raises(ValueError):
             load(path, **kw)

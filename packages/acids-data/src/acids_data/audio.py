@@ -8,8 +8,8 @@ plus the output array.
 Every way a file can be unusable raises :class:`AudioFileError`, whose message is a short reason without the
 path (the caller adds it). A WAV/AIFF file whose data ends before its header says is *decoded up to where the
 data stops, with a logged warning*: the samples that are there are exact PCM, and losing a whole take to a
-cut-off copy helps nobody. Compressed streams that break mid-file (FLAC "lost sync", a corrupt Ogg page) are an
-error, because the decoder cannot say whether anything after the break is usable.
+cut-off copy helps nobody. Compressed streams that break mid-file (FLAC "lost sync", a corrupt Ogg page) are
+an error, because the decoder cannot say whether anything after the break is usable.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 import soxr
+
 from acids_core.errors import DataError
 
 __all__ = [
@@ -78,9 +79,9 @@ class AudioFileError(DataError):
 class AudioInfo:
     """What the container header says about a file.
 
-    ``frames`` counts the frames actually present (libsndfile's figure: for a truncated WAV/AIFF it is what the
-    file holds, for MP3 it may be an estimate). ``warning`` is a non-fatal problem found while opening, e.g. a
-    truncated data chunk, or None.
+    ``frames`` counts the frames actually present (libsndfile's figure: for a truncated WAV/AIFF it is what
+    the file holds, for MP3 it may be an estimate). ``warning`` is a non-fatal problem found while opening,
+    e.g. a truncated data chunk, or None.
     """
 
     sample_rate: int
@@ -244,7 +245,7 @@ def map_channels(x: np.ndarray, channels: int | None) -> np.ndarray:
     return np.ascontiguousarray(_map_last(x.T, channels).T)
 
 
-# --- internals -----------------------------------------------------------------------------------------------
+# --- internals ----------------------------------------------------------------------------------------------
 
 
 def _map_last(y: np.ndarray, channels: int) -> np.ndarray:
@@ -294,7 +295,9 @@ def _open(path: Path) -> Iterator[tuple[sf.SoundFile, AudioInfo]]:
     ext = path.suffix.lower()
     if ext not in SUPPORTED_EXTENSIONS:
         shown = f"'{ext}'" if ext else "no extension"
-        raise AudioFileError(f"unsupported format ({shown}; supported: {' '.join(sorted(SUPPORTED_EXTENSIONS))})")
+        raise AudioFileError(
+            f"unsupported format ({shown}; supported: {' '.join(sorted(SUPPORTED_EXTENSIONS))})"
+        )
     fmt = _FORMAT_BY_EXT[ext]
     try:
         size = path.stat().st_size
@@ -304,6 +307,8 @@ def _open(path: Path) -> Iterator[tuple[sf.SoundFile, AudioInfo]]:
         raise AudioFileError(f"cannot read: {e.strerror}") from None
     if path.is_dir():
         raise AudioFileError("is a directory")
+    if not os.access(path, os.R_OK):
+        raise AudioFileError("cannot read: permission denied")
     if size == 0:
         raise AudioFileError("empty file (0 bytes)")
     try:
@@ -338,7 +343,7 @@ def _open(path: Path) -> Iterator[tuple[sf.SoundFile, AudioInfo]]:
 
 
 def _open_failure(path: Path, fmt: str, e: sf.LibsndfileError) -> str:
-    """A short reason for a file libsndfile cannot open: sniff its first bytes for common non-audio content."""
+    """A short reason for a file libsndfile cannot open; its first bytes are sniffed for non-audio content."""
     try:
         with open(path, "rb") as fh:
             head = fh.read(1024)

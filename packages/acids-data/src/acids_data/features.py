@@ -1,9 +1,10 @@
 """Frame-aligned features (loudness, f0 + confidence, log-mel), computed on a whole resampled file.
 
-Alignment contract (quoted in the dataset manifest as :data:`ALIGNMENT`): with a hop of H samples, a signal of
-T samples has F = T // H frames; frame i describes the samples [i*H, (i+1)*H) and its analysis window is centred
-on sample i*H + H/2, with zeros outside the signal. A chunk that starts at sample s (a multiple of H) and is L
-samples long therefore uses frames [s // H, s // H + L // H).
+Alignment contract (quoted in the dataset manifest as :data:`ALIGNMENT`): with a hop of H samples, a signal
+of T samples has F = T // H frames; frame i describes the samples [i*H, (i+1)*H) and its analysis window is
+centred on sample i*H + H/2, with zeros outside the signal. A chunk that starts at sample s (a multiple of H)
+and is L samples long therefore uses frames [s // H, s // H + L // H). (For an odd H the STFT window is
+centred half a sample early, on i*H + (H-1)/2; the f0 interpolation uses the exact i*H + H/2.)
 
 The preprocessor computes features once per file (so the windows see real context across chunk boundaries)
 and slices them per chunk. Only numpy, scipy and soxr are imported here; the f0 tracker (swift-f0 on
@@ -12,6 +13,7 @@ onnxruntime) is imported on the first call to :func:`f0`.
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
 from collections.abc import Iterable
@@ -36,8 +38,9 @@ __all__ = [
 FEATURE_NAMES = ("loudness", "f0", "mel")  # "f0" produces two arrays: "f0" and "f0_confidence"
 ALIGNMENT = (
     "With a hop of H samples, a signal of T samples has F = T // H frames; frame i describes the samples "
-    "[i*H, (i+1)*H) and its analysis window is centred on sample i*H + H/2 (zero padding outside the signal); "
-    "a chunk starting at sample s (a multiple of H) with L samples uses frames [s // H, s // H + L // H)."
+    "[i*H, (i+1)*H) and its analysis window is centred on sample i*H + H/2 (zero padding outside the "
+    "signal); a chunk starting at sample s (a multiple of H) with L samples uses frames "
+    "[s // H, s // H + L // H)."
 )
 
 # swift-f0 0.3: mono 16 kHz in, one frame per 256 samples; frame j is centred on sample 256*j (t = 16 ms * j),
@@ -165,6 +168,8 @@ def f0(
     mono = x[0] if x.shape[0] == 1 else x.mean(axis=0, dtype=np.float32)
     if sample_rate != TRACKER_RATE:
         mono = soxr.resample(mono, sample_rate, TRACKER_RATE, quality="HQ")
+        if mono.size == 0:  # a few samples at a high rate
+            mono = np.zeros(1, np.float32)
     result = _tracker().detect(mono, TRACKER_RATE, fmin, fmax)
     pitch, conf = result.pitch_hz, result.confidence
     # position of each frame centre on the tracker's frame grid
@@ -256,7 +261,9 @@ def describe(names: Iterable[str], sample_rate: int, hop: int, n_mels: int = 64)
             "fmin_hz": F0_MIN,
             "fmax_hz": F0_MAX,
             "voiced_threshold": VOICED_THRESHOLD,
-            "interpolation": "log-frequency between voiced tracker frames, nearest otherwise; confidence linear",
+            "interpolation": (
+                "f0: log-frequency between voiced tracker frames, else nearest; confidence: linear"
+            ),
             **common,
         }
     if "mel" in wanted:
@@ -274,7 +281,7 @@ def describe(names: Iterable[str], sample_rate: int, hop: int, n_mels: int = 64)
     return out
 
 
-# --- internals -----------------------------------------------------------------------------------------------
+# --- internals ----------------------------------------------------------------------------------------------
 
 
 def _as_2d(x: np.ndarray) -> np.ndarray:
@@ -301,14 +308,15 @@ def _hann(n: int) -> np.ndarray:
 def _spectral(x: np.ndarray, hop: int, n_fft: int, mats: list[np.ndarray]) -> list[np.ndarray]:
     """Project each frame's power spectrum (channel mean) on each of ``mats`` ((n_bins,) or (n_bins, K)).
 
-    Returns one (F, K) float64 array per matrix. Frames are processed in blocks to bound memory.
+    Returns one (F, K) float32 array per matrix. Frames are processed in blocks to bound memory.
     """
     if hop < 1 or n_fft < 2:
         raise ValueError(f"need hop >= 1 and n_fft >= 2, got hop={hop}, n_fft={n_fft}")
     c, t = x.shape
     n_frames = t // hop
     mats = [m.reshape(m.shape[0], -1) for m in mats]
-    outs = [np.zeros((n_frames, m.shape[1])) for m in mats]
+    proj = np.concatenate(mats, axis=1).astype(np.float32)  # one matmul for all outputs
+    out = np.zeros((n_frames, proj.shape[1]), dtype=np.float32)
     window = _hann(n_fft)
     offset = hop // 2 - n_fft // 2  # frame i's window starts at sample i*hop + offset (centre i*hop + hop/2)
     per_block = max(1, (1 << 21) // n_fft)
@@ -321,10 +329,10 @@ def _spectral(x: np.ndarray, hop: int, n_fft: int, mats: list[np.ndarray]) -> li
             seg[:, a - s0 : b - s0] = x[:, a:b]
         frames = np.lib.stride_tricks.sliding_window_view(seg, n_fft, axis=1)[:, ::hop]  # (C, Fb, n_fft)
         spec = scipy.fft.rfft(frames * window, axis=-1, workers=1)
-        power = (spec.real**2 + spec.imag**2).mean(axis=0)  # (Fb, n_bins)
-        for out, m in zip(outs, mats, strict=True):
-            out[i0:i1] = power @ m
-    return outs
+        power = spec.real**2 + spec.imag**2  # (C, Fb, n_bins)
+        out[i0:i1] = (power[0] if c == 1 else power.mean(axis=0)) @ proj
+    bounds = np.cumsum([0] + [m.shape[1] for m in mats])
+    return [out[:, lo:hi] for lo, hi in itertools.pairwise(bounds)]
 
 
 def _loudness_weights(sample_rate: int, n_fft: int) -> np.ndarray:
@@ -336,7 +344,8 @@ def _loudness_weights(sample_rate: int, n_fft: int) -> np.ndarray:
 
 
 def _power_db(p: np.ndarray, floor_db: float) -> np.ndarray:
-    return (10.0 * np.log10(np.maximum(p, 10.0 ** (floor_db / 10.0)))).astype(np.float32)
+    db = 10.0 * np.log10(np.maximum(p.astype(np.float64), 1e-300))
+    return np.maximum(db, floor_db).astype(np.float32)
 
 
 def _log_floor(m: np.ndarray) -> np.ndarray:
@@ -388,4 +397,3 @@ def _swift_version() -> str:
         return version("swift-f0")
     except PackageNotFoundError:
         return "not installed"
-

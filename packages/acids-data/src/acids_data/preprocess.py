@@ -12,6 +12,7 @@ size of the dataset.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import math
@@ -154,6 +155,32 @@ def _init_worker(cfg: PreprocessConfig, done: dict[str, int], finished: frozense
     _WORKER_STATE.update(cfg=cfg, done=done, finished=finished)
 
 
+class _ListHandler(logging.Handler):
+    def __init__(self, sink: list[str]) -> None:
+        super().__init__(logging.WARNING)
+        self.sink = sink
+
+    def emit(self, record: logging.LogRecord) -> None:
+        msg = record.getMessage()
+        # the decoder's messages start with the path; the caller adds it again
+        self.sink.append(msg.split(": ", 1)[1] if msg.startswith("/") and ": " in msg else msg)
+
+
+@contextlib.contextmanager
+def _captured_warnings(name: str, sink: list[str]) -> Iterator[None]:
+    """Collect a logger's warnings into ``sink`` (they reach the user once, from the writer process)."""
+    logger = logging.getLogger(name)
+    handler = _ListHandler(sink)
+    old = logger.propagate
+    logger.addHandler(handler)
+    logger.propagate = False
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.propagate = old
+
+
 def file_sha256(path: Path, block: int = 1 << 20) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -219,9 +246,8 @@ def process_file(source: Source, cfg: PreprocessConfig | None = None) -> FileRes
             "channels": info.channels,
             "format": info.format,
         }
-        if info.warning:
-            result.warnings.append(info.warning)
-        x = audio.load(source.path, cfg.sample_rate, cfg.channels)
+        with _captured_warnings("acids_data.audio", result.warnings):
+            x = audio.load(source.path, cfg.sample_rate, cfg.channels)
         if cfg.trim_db is not None:
             x = _trim(x, cfg)
             if x.shape[-1] == 0:
@@ -426,6 +452,7 @@ def run(
                         "status": res.status,
                         "reason": res.reason,
                         "chunks": res.total_chunks,
+                        **({"warnings": res.warnings} if res.warnings else {}),
                         **{k: v for k, v in res.info.items() if k != "chunks"},
                     }
                     writer.finish_file(entry)

@@ -81,7 +81,9 @@ class HarmonicSynth(nn.Module):
             prev_dist = distribution[:, :1]
             phase0 = torch.zeros(b, 1, dtype=torch.float64, device=f0.device)
 
-        phase, last_phase = accumulate_phase(causal_ramp(f0, prev_f0, self.hop), self.sample_rate, phase0)
+        phase, last_phase = accumulate_phase(
+            causal_ramp(f0, prev_f0, self.hop), self.sample_rate, phase0, self.hop
+        )
 
         f0_before = torch.cat([prev_f0, f0[:, :-1]], dim=1)
         peak = torch.maximum(f0_before, f0).unsqueeze(-1)  # (B, F, 1) highest f0 of each frame's ramp

@@ -167,7 +167,7 @@ class Decoder(nn.Module):
 class Rave(nn.Module):
     """The RAVE model. Build with ``Rave(config)``; see the module docstring for shapes."""
 
-    __jit_ignored_attributes__ = ["config"]  # noqa: RUF012 (a dataclass, not scriptable)
+    __jit_ignored_attributes__ = ["config"]
 
     def __init__(self, config: RaveConfig):
         super().__init__()
@@ -188,6 +188,9 @@ class Rave(nn.Module):
         self.register_buffer("latent_components", torch.eye(n))
         self.register_buffer("latent_variance", torch.ones(n))
         self.register_buffer("latent_dims", torch.tensor(n, dtype=torch.long))
+        # a plain int mirror of the buffer, so that encode has static shapes (torch.export, TorchScript)
+        self.n_latent = n
+        self.register_load_state_dict_post_hook(_sync_latent_dims)
 
     # --- latent analysis ------------------------------------------------------------------------
     @torch.jit.ignore
@@ -217,7 +220,8 @@ class Rave(nn.Module):
         table = self.fidelity_table()
         dims = int((table < fidelity - 1e-6).sum().item()) + 1
         self.latent_dims.fill_(min(dims, self.latent_size))
-        return int(self.latent_dims)
+        self.n_latent = int(self.latent_dims)
+        return self.n_latent
 
     # --- streaming ------------------------------------------------------------------------------
     @torch.jit.ignore
@@ -258,7 +262,7 @@ class Rave(nn.Module):
         """Audio (B, C, T) -> latent (B, latent_dims, ceil(T / R)), in PCA coordinates."""
         mean, _ = self.posterior(x)
         z = torch.einsum("kl,blf->bkf", self.latent_components, mean - self.latent_mean[None, :, None])
-        return z[:, : int(self.latent_dims)]
+        return z[:, : self.n_latent]
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """Latent (B, D, F), D <= latent_size in PCA coordinates -> audio (B, C, F * R)."""
@@ -273,6 +277,10 @@ class Rave(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Reconstruction (B, C, T) -> (B, C, T)."""
         return self.decode(self.encode(x))[..., : x.shape[-1]]
+
+
+def _sync_latent_dims(module: nn.Module, incompatible_keys: object) -> None:
+    module.n_latent = int(module.latent_dims)
 
 
 def kl_divergence(mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:

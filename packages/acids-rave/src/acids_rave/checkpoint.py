@@ -1,0 +1,53 @@
+"""RAVE checkpoints in the acids-core envelope (format ``acids-rave``, version 1).
+
+The resolved config is stored inside, so a checkpoint alone rebuilds its model (no config file beside
+it). Payload: ``model`` (state dict, weight normalisation unfused), ``step``, ``phase``, and for resumable
+training runs ``discriminator``, ``optimizers`` and ``train_state``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from acids_core import config as core_config
+from acids_core.checkpoint import load_checkpoint, make_envelope, save_checkpoint
+from acids_rave import __version__
+from acids_rave.blocks import Conv1d
+from acids_rave.config import RaveConfig
+
+FORMAT = "acids-rave"
+FORMAT_VERSION = 1
+
+
+def save(path: str | os.PathLike[str], model: Any, *, step: int = 0, phase: int = 1, **extra: Any) -> Path:
+    """Write ``model`` (a :class:`acids_rave.model.Rave`) and ``extra`` payload entries atomically."""
+    if any(isinstance(m, Conv1d) and not m.weight_norm for m in model.modules()):
+        raise ValueError("this model was fused for inference (weight norm folded); save the training model")
+    payload = {"model": model.state_dict(), "step": int(step), "phase": int(phase), **extra}
+    env = make_envelope(
+        format=FORMAT,
+        format_version=FORMAT_VERSION,
+        payload=payload,
+        config=core_config.to_dict(model.config),
+        package="acids-rave",
+        package_version=__version__,
+    )
+    return save_checkpoint(path, env)
+
+
+def load(path: str | os.PathLike[str], map_location: Any = "cpu") -> tuple[Any, dict[str, Any]]:
+    """Read a checkpoint: (model in eval mode, envelope). Raises acids-core's DataError/MissingInput."""
+    from acids_rave.model import Rave
+
+    env = load_checkpoint(path, format=FORMAT, max_version=FORMAT_VERSION, map_location=map_location)
+    cfg = core_config.from_dict(RaveConfig, env["config"])
+    model = Rave(cfg)
+    model.load_state_dict(env["payload"]["model"])
+    return model.eval(), env
+
+
+def load_model(path: str | os.PathLike[str]) -> Any:
+    """Just the model (eval mode) of a checkpoint."""
+    return load(path)[0]

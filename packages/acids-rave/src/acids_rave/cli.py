@@ -1,0 +1,312 @@
+"""``acids-rave``: train a RAVE model from a dataset (or a piped ``dataset`` record), inspect a model.
+
+Parsing and I/O only; torch is imported inside the commands, so ``--help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from acids_core.cli import AcidsCommand, AcidsGroup, verbosity_options
+from acids_core.config import config_options
+from acids_core.errors import DataError, MissingInput, UsageError
+from acids_core.log import Progress, get_logger
+from acids_core.records import last_record, make_record, stdin_is_piped, write_record
+from acids_rave import __version__
+
+log = get_logger("acids_rave")
+
+
+@click.group(cls=AcidsGroup, context_settings={"max_content_width": 110})
+@click.version_option(__version__, prog_name="acids-rave")
+@verbosity_options
+def main_group() -> None:
+    """acids-rave: RAVE, a realtime audio variational autoencoder.
+
+    \b
+      acids-preprocess audio/ -o data/ | acids-rave train -o runs/x --config small
+      acids-rave info runs/x/last.ckpt
+    """
+
+
+def _dataset_arg(data: str | None) -> Any:
+    if data is not None:
+        return data
+    if not stdin_is_piped():
+        raise UsageError("give --data DATASET, or pipe a `dataset` record on stdin")
+    return last_record(None, "dataset")
+
+
+def _resolve_config(config: str | None, overrides: tuple[str, ...], flags: dict[str, Any]) -> Any:
+    from acids_rave.config import load_config
+
+    extra = [f"train.{k}={v}" for k, v in flags.items() if v is not None]
+    try:
+        return load_config(config, list(overrides) + extra)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+
+
+@main_group.command("train", cls=AcidsCommand)
+@click.option("--data", "data", default=None, help="Dataset directory or manifest (default: a piped record).")
+@click.option("-o", "--out", "out", required=True, type=click.Path(file_okay=False, path_type=Path))
+@config_options
+@click.option("--max-steps", type=int, default=None, help="Total steps (default: the preset's).")
+@click.option("--phase1-steps", type=int, default=None, help="Steps before the adversarial phase.")
+@click.option("--batch", type=int, default=None)
+@click.option("--val-every", type=int, default=None)
+@click.option("--save-every", type=int, default=None)
+@click.option("--emit-every", type=int, default=0, help="Also emit a checkpoint record every N steps.")
+@click.option("--resume", is_flag=True, help="Continue OUT/last.ckpt (same step, optimizer and RNG state).")
+@click.option("--fidelity", type=float, default=0.95, show_default=True, help="Latent variance kept.")
+@click.option("--workers", type=int, default=0, show_default=True, help="DataLoader worker processes.")
+@click.option("--threads", type=int, default=None, help="torch intra-op threads.")
+@verbosity_options
+def train_cmd(
+    data: str | None,
+    out: Path,
+    config: str | None,
+    overrides: tuple[str, ...],
+    max_steps: int | None,
+    phase1_steps: int | None,
+    batch: int | None,
+    val_every: int | None,
+    save_every: int | None,
+    emit_every: int,
+    resume: bool,
+    fidelity: float,
+    workers: int,
+    threads: int | None,
+) -> None:
+    """Train RAVE (phase 1: VAE + spectral loss; phase 2: adversarial, encoder frozen).
+
+    Emits one `checkpoint` record on stdout at the end (and every --emit-every steps); progress, loss
+    and steps/s on stderr; OUT/metrics.jsonl always, TensorBoard scalars when tensorboard is installed.
+    """
+    import dataclasses
+
+    import torch
+
+    from acids_core.config import to_toml
+    from acids_rave.train import Trainer, batches_forever
+
+    if threads:
+        torch.set_num_threads(threads)
+    flags = {
+        "max_steps": max_steps,
+        "phase1_steps": phase1_steps,
+        "batch": batch,
+        "val_every": val_every,
+        "save_every": save_every,
+    }
+    last = out / "last.ckpt"
+    if resume:
+        if not last.is_file():
+            raise MissingInput(f"{last}: nothing to resume")
+        trainer = Trainer.resume(last)
+        changes = {k: v for k, v in flags.items() if v is not None}
+        cfg = dataclasses.replace(trainer.cfg, train=dataclasses.replace(trainer.cfg.train, **changes))
+        trainer.cfg = cfg
+        log.info(f"resumed {last} at step {trainer.state.step}")
+    else:
+        cfg = _resolve_config(config, overrides, flags)
+        trainer = None
+    root_arg = _dataset_arg(data)
+    train_loader, valid_batches, cfg = _loaders(root_arg, cfg, workers, explicit=overrides)
+    if trainer is None:
+        trainer = Trainer(cfg)
+    elif cfg != trainer.cfg:
+        raise UsageError("the dataset's sample rate or channels differ from the resumed run's")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.toml").write_text(to_toml(cfg))
+    writer = _summary_writer(out)
+    metrics = open(out / "metrics.jsonl", "a", encoding="utf-8")
+    t = cfg.train
+
+    def emit(path: Path) -> None:
+        write_record(make_record("checkpoint", path=str(path.resolve()), format="acids-rave",
+                                 step=trainer.state.step, phase=trainer.phase, sample_rate=cfg.sample_rate))
+
+    it = batches_forever(train_loader)
+    try:
+        with Progress(t.max_steps, desc="train", unit="steps") as progress:
+            progress.update(trainer.state.step)
+            while trainer.state.step < t.max_steps:
+                logs = trainer.step(next(it))
+                step = trainer.state.step
+                if valid_batches and (step % t.val_every == 0 or step == t.max_steps):
+                    logs["validation"] = trainer.validate(valid_batches)
+                    log.info(f"step {step}: validation spectral distance {logs['validation']:.4g}")
+                logs["step"] = step
+                metrics.write(json.dumps(logs) + "\n")
+                if writer is not None:
+                    for k, v in logs.items():
+                        writer.add_scalar(k, v, step)
+                progress.update(1, loss=logs["loss"], phase=int(logs["phase"]))
+                if step % t.save_every == 0:
+                    trainer.save(last)
+                if emit_every and step % emit_every == 0:
+                    trainer.save(last)
+                    emit(last)
+    finally:
+        metrics.close()
+        if writer is not None:
+            writer.close()
+    dims = trainer.analyse_latent(_take(train_loader, 32), fidelity)
+    log.info(f"latent analysis: {dims} of {cfg.latent_size} dims keep {fidelity:.0%} of the variance")
+    trainer.save(last)
+    emit(last)
+
+
+def _take(loader: Any, n: int) -> list[Any]:
+    out = []
+    for b in loader:
+        out.append(b)
+        if len(out) >= n:
+            break
+    return out
+
+
+def _loaders(root_arg: Any, cfg: Any, workers: int, explicit: tuple[str, ...]) -> tuple[Any, list[Any], Any]:
+    """DataLoader of training crops, a fixed list of validation batches, the config fitted to the data."""
+    import dataclasses
+
+    import torch
+
+    try:
+        from acids_data.dataset import ChunkDataset
+    except ImportError as e:  # acids-data without its torch reader
+        raise UsageError(f"acids-data's torch reader is unavailable: {e}") from None
+    t = cfg.train
+    train = ChunkDataset(root_arg, keys=["audio"], crop=None, gain_db=None, split=None)
+    sr, channels, chunk = train.reader.sample_rate, train.reader.channels, train.reader.chunk
+    set_keys = {o.split("=", 1)[0].strip() for o in explicit}
+    if sr != cfg.sample_rate:
+        if "sample_rate" in set_keys:
+            raise UsageError(f"the dataset is at {sr} Hz but the config says sample_rate={cfg.sample_rate}")
+        log.info(f"using the dataset's sample rate, {sr} Hz")
+        cfg = dataclasses.replace(cfg, sample_rate=sr)
+    if channels != cfg.channels:
+        if "channels" in set_keys:
+            raise UsageError(f"the dataset has {channels} channels but the config says channels={cfg.channels}")
+        cfg = dataclasses.replace(cfg, channels=channels)
+    if chunk < t.n_signal:
+        raise DataError(
+            f"dataset chunks are {chunk} samples, shorter than train.n_signal={t.n_signal}: "
+            f"re-preprocess with longer chunks or --set train.n_signal=N (a multiple of {cfg.compression_ratio})"
+        )
+    common = {"keys": ["audio"], "crop": t.n_signal, "valid_fraction": t.valid_fraction, "seed": t.seed}
+    train = ChunkDataset(root_arg, gain_db=t.gain_db, split="train", **common)
+    valid = ChunkDataset(root_arg, gain_db=None, split="valid", **common)
+    valid.set_epoch(0)
+    if len(train) == 0:
+        raise DataError("the training split of the dataset is empty")
+    loader = torch.utils.data.DataLoader(
+        train,
+        batch_size=min(t.batch, len(train)),
+        shuffle=True,
+        drop_last=True,
+        num_workers=workers,
+        collate_fn=_collate,
+    )
+    valid_batches = [
+        _collate([valid[j] for j in range(i, min(i + t.batch, len(valid)))]) for i in range(0, min(len(valid), 64), t.batch)
+    ]
+    log.info(f"data: {len(train)} training and {len(valid)} validation chunks at {sr} Hz")
+    return loader, valid_batches, cfg
+
+
+def _collate(items: list[dict[str, Any]]) -> Any:
+    import torch
+
+    return torch.stack([i["audio"] for i in items])
+
+
+def _summary_writer(out: Path) -> Any:
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        log.info("tensorboard is not installed (pip install 'acids-rave[train]'): metrics.jsonl only")
+        return None
+    return SummaryWriter(str(out))
+
+
+@main_group.command("info", cls=AcidsCommand)
+@click.argument("model", default="v2")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Config override (presets only).")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object instead of text.")
+@verbosity_options
+def info_cmd(model: str, overrides: tuple[str, ...], as_json: bool) -> None:
+    """Describe a checkpoint or a preset: sizes, compression, latent dims, fidelity, streaming latency."""
+    from acids_core.config import to_dict
+    from acids_rave.config import PRESETS
+    from acids_rave.discriminator import Discriminator
+    from acids_rave.model import Rave, count_parameters
+
+    step = None
+    if model in PRESETS or model.endswith(".toml"):
+        m = Rave(_resolve_config(model, overrides, {}))
+    else:
+        from acids_rave.checkpoint import load
+
+        m, env = load(model)
+        step = env["payload"].get("step")
+    cfg = m.config
+    sr = cfg.sample_rate
+    info = {
+        "source": model,
+        "step": step,
+        "sample_rate": sr,
+        "channels": cfg.channels,
+        "causal": cfg.causal,
+        "compression_ratio": m.compression_ratio,
+        "latent_rate_hz": sr / m.compression_ratio,
+        "latent_size": cfg.latent_size,
+        "latent_dims": m.n_latent,
+        "fidelity_table": [round(float(v), 4) for v in m.fidelity_table()],
+        "parameters": {
+            "encoder": count_parameters(m.encoder),
+            "decoder": count_parameters(m.decoder),
+            "discriminator": count_parameters(Discriminator(cfg.discriminator, cfg.channels)),
+        },
+        "latency_samples": m.latency if cfg.causal else None,
+        "latency_ms": round(1000 * m.latency / sr, 2) if cfg.causal else None,
+        "config": to_dict(cfg),
+    }
+    if as_json:
+        click.echo(json.dumps(info))
+        return
+    p = info["parameters"]
+    lines = [
+        f"source            {model}" + (f" (step {step})" if step is not None else ""),
+        f"sample rate       {sr} Hz, {cfg.channels} channel(s)",
+        f"architecture      encoder {cfg.encoder.kind} / decoder {cfg.decoder.kind}, capacity {cfg.encoder.capacity}",
+        f"parameters        encoder {p['encoder']:,}  decoder {p['decoder']:,}  discriminator {p['discriminator']:,}",
+        f"compression       {m.compression_ratio}x ({info['latent_rate_hz']:.2f} Hz latent)",
+        f"latent            {m.n_latent} of {cfg.latent_size} dims in use",
+    ]
+    if cfg.causal:
+        lines.append(
+            f"streaming         causal; latency {m.latency} samples ({info['latency_ms']} ms) beyond the buffer"
+            f" (buffer: any multiple of {m.compression_ratio})"
+        )
+    else:
+        lines.append("streaming         none (causal = false: offline use only)")
+    table = info["fidelity_table"]
+    marks = [k for k in (1, 2, 4, 8, 16, 32, 64, 128) if k <= len(table)]
+    lines.append("fidelity          " + "  ".join(f"{k}:{table[k - 1]:.3f}" for k in marks))
+    click.echo("\n".join(lines))
+
+
+def main() -> None:
+    """Console script ``acids-rave``."""
+    main_group(prog_name="acids-rave")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,105 @@
+"""Scriptable wrapper of a trained RAVE with the nn~ interface, and the ``acids.exportables`` hook.
+
+:class:`ScriptedRave` exposes ``encode``, ``decode`` and ``forward`` (one tensor in, one out), each with
+its ``<method>_params`` buffer ``[in_channels, in_ratio, out_channels, out_ratio]``, plus
+``get_methods``/``get_attributes``/``get_sample_rate`` — what the nn~ external reads from a TorchScript
+file. The model inside is a deep copy with weight normalisation folded; with ``streaming=True`` (the
+default) its convolutions keep their state between calls, so each call takes the next block of a stream
+(any multiple of the compression ratio). The latent is the ``latent_dims`` PCA channels chosen at the
+latent analysis (or at ``fidelity``): ``decode`` fills the dropped ones with their mean, never noise.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from typing import Any
+
+import torch
+from torch import nn
+
+from acids_rave.model import Rave
+
+
+class ScriptedRave(nn.Module):
+    """nn~-compatible wrapper; see the module docstring."""
+
+    def __init__(self, model: Rave, streaming: bool = True, fidelity: float | None = None):
+        super().__init__()
+        model = copy.deepcopy(model).eval()
+        if fidelity is not None:
+            model.set_fidelity(fidelity)
+        model.fuse()
+        for p in model.parameters():
+            p.requires_grad_(False)
+        if streaming:
+            model.set_streaming(True)
+        self.model = model
+        self.streaming = streaming
+        self.sr = model.sample_rate
+        ch, ratio, dims = model.channels, model.compression_ratio, model.n_latent
+        self.latent_dims = dims
+        self.register_buffer("encode_params", torch.tensor([ch, 1, dims, ratio]))
+        self.register_buffer("decode_params", torch.tensor([dims, ratio, ch, 1]))
+        self.register_buffer("forward_params", torch.tensor([ch, 1, ch, 1]))
+        self.methods = ["encode", "decode", "forward"]
+
+    @torch.jit.export
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model.encode(x)
+
+    @torch.jit.export
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        return self.model.decode(z)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)
+
+    @torch.jit.export
+    def get_methods(self) -> list[str]:
+        return self.methods
+
+    @torch.jit.export
+    def get_attributes(self) -> list[str]:
+        return []
+
+    @torch.jit.export
+    def get_sample_rate(self) -> int:
+        return self.sr
+
+    @torch.jit.ignore
+    def io_spec(self) -> dict[str, Any]:
+        """Per method: (in_channels, in_ratio, out_channels, out_ratio); and the model's attributes."""
+        return {
+            "methods": {m: [int(v) for v in getattr(self, f"{m}_params")] for m in self.methods},
+            "sample_rate": self.sr,
+            "streaming": self.streaming,
+            "latency_samples": self.model.latency,
+            "latent_dims": self.latent_dims,
+        }
+
+
+def exportable(
+    source: str | os.PathLike[str] | Rave, *, streaming: bool = True, fidelity: float | None = None
+) -> ScriptedRave:
+    """Entry point of ``acids.exportables``: a checkpoint path (or model) -> a scriptable module.
+
+    ``torch.jit.script(exportable(path))`` is the nn~ TorchScript file; ``io_spec()`` describes it.
+    """
+    if isinstance(source, Rave):
+        model = source
+    else:
+        from acids_rave.checkpoint import load_model
+
+        model = load_model(source)
+    return ScriptedRave(model, streaming=streaming, fidelity=fidelity)
+
+
+def script(module: ScriptedRave) -> torch.jit.ScriptModule:
+    """``torch.jit.script`` with torch's TorchScript deprecation warnings silenced."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        warnings.simplefilter("ignore", FutureWarning)
+        return torch.jit.script(module)

@@ -1,0 +1,69 @@
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from acids_rave.checkpoint import load_model
+from acids_rave.cli import main_group
+
+
+def test_info_of_presets():
+    r = CliRunner().invoke(main_group, ["info", "small"])
+    assert r.exit_code == 0, r.output
+    assert "512x" in r.stdout and "5.44 ms" in r.stdout
+    r = CliRunner().invoke(main_group, ["info", "tiny", "--json"])
+    info = json.loads(r.stdout)
+    assert info["compression_ratio"] == 64 and info["latency_samples"] == 112
+    r = CliRunner().invoke(main_group, ["info", "nope.ckpt"])
+    assert r.exit_code == 66
+
+
+@pytest.fixture
+def dataset(tmp_path, real_audio):
+    sf = pytest.importorskip("soundfile")
+    pytest.importorskip("acids_data.dataset")
+    from acids_data.cli import preprocess_cmd
+
+    audio = tmp_path / "audio"
+    audio.mkdir()
+    for i, name in enumerate(["violin", "cello", "flute"]):
+        x, sr = real_audio(1.0, offset=3.0 + i, name=name)
+        sf.write(str(audio / f"{name}.wav"), x[0, 0].numpy(), sr)
+    out = tmp_path / "data"
+    r = CliRunner().invoke(
+        preprocess_cmd, [str(audio), "-o", str(out), "--sample-rate", "48000", "--chunk", "8192", "--features", "none", "-j", "1"]
+    )
+    assert r.exit_code == 0, r.output
+    return r.stdout.strip().splitlines()[-1]  # the dataset record
+
+
+def test_train_from_a_piped_record_then_resume(dataset, tmp_path):
+    run = tmp_path / "run"
+    args = ["train", "-o", str(run), "--config", "tiny", "--max-steps", "4", "--val-every", "2", "--threads", "1"]
+    r = CliRunner().invoke(main_group, args, input=dataset + "\n")
+    assert r.exit_code == 0, r.output
+    rec = json.loads(r.stdout.strip().splitlines()[-1])
+    assert rec["kind"] == "checkpoint" and rec["step"] == 4 and rec["sample_rate"] == 48000
+    model = load_model(rec["path"])
+    assert model.config.sample_rate == 48000  # adopted from the dataset
+    lines = (run / "metrics.jsonl").read_text().splitlines()
+    assert len(lines) == 4 and "validation" in json.loads(lines[1])
+    r = CliRunner().invoke(main_group, [*args[:-2], "--resume", "--max-steps", "6"], input=dataset + "\n")
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout.strip().splitlines()[-1])["step"] == 6
+    assert np.isfinite([json.loads(x)["loss"] for x in (run / "metrics.jsonl").read_text().splitlines()]).all()
+
+
+def test_train_refuses_chunks_shorter_than_n_signal(dataset, tmp_path):
+    args = ["train", "-o", str(tmp_path / "r"), "--config", "tiny", "--set", "train.n_signal=16384"]
+    r = CliRunner().invoke(main_group, args, input=dataset + "\n")
+    assert r.exit_code == 65 and "shorter than train.n_signal" in r.stderr
+
+
+def test_train_needs_data(tmp_path):
+    # an empty pipe (CliRunner's stdin) carries no dataset record: bad data, not a silent empty run
+    r = CliRunner().invoke(main_group, ["train", "-o", str(tmp_path / "r"), "--config", "tiny"], input="")
+    assert r.exit_code == 65 and "dataset" in r.stderr
+    r = CliRunner().invoke(main_group, ["train", "-o", str(tmp_path / "r"), "--config", "nope"], input="")
+    assert r.exit_code == 2
