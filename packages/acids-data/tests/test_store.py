@@ -326,6 +326,27 @@ def test_incremental_run_adds_files_and_keeps_the_old_ones(tmp_path):
     assert file_table(m) == expected_files()
 
 
+def test_a_failed_commit_keeps_the_buffer(tmp_path, monkeypatch):
+    spec = {"path": "a.wav", "sha": sha_of("a"), "n": 11}
+    audio, feats, starts = source(spec)
+    real, calls = store.write_npy, []
+
+    def disk_full(path, *a):
+        calls.append(path)
+        if len(calls) == 3:  # the third array of the first shard
+            raise OSError(28, "No space left on device")
+        return real(path, *a)
+
+    monkeypatch.setattr(store, "write_npy", disk_full)
+    w = _writer(tmp_path / "ds")
+    with pytest.raises(OSError, match="No space"):
+        w.add_chunks(spec["sha"], "a.wav", audio, feats, 0, starts)  # 11 chunks: one shard of 8 is due
+    assert list((tmp_path / "ds" / "shards").iterdir()) == [] and w.done_chunks(spec["sha"]) == 0
+    w.finish_file({"path": "a.wav", "sha256": spec["sha"], "status": "ok", "chunks": 11})
+    w.close()  # the space is back: everything buffered is committed
+    assert_tables_equal(read_table(tmp_path / "ds"), expected_table([spec]))
+
+
 def test_one_writer_per_directory(tmp_path):
     w = _writer(tmp_path / "ds")
     with pytest.raises(UsageError, match="being written by another"):

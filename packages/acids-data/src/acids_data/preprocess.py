@@ -473,6 +473,5 @@ def writer_resume_state(writer: Any) -> tuple[set[str], dict[str, int]]:
         for e in writer.manifest.get("files", [])
         if e.get("sha256") and e.get("status") in ("ok", "padded")
     }
-    committed = writer.committed_chunks() if hasattr(writer, "committed_chunks") else dict(writer._committed)
-    partial = {sha: n for sha, n in committed.items() if sha not in finished and n > 0}
+    partial = {sha: n for sha, n in writer.committed_chunks().items() if sha not in finished and n > 0}
     return finished, partial

@@ -47,6 +47,8 @@ Resume contract (what the orchestrator does per source file)::
 
 ``add_chunks`` is idempotent on a prefix: chunks whose index is below the next expected index of that
 source are dropped, so passing every chunk again (``first_chunk_index=0``) is also correct; a gap raises.
+Resuming (and merging) requires equal sample_rate, channels, chunk, hop, feature_hop, feature keys (as a
+set), features and config, except the top-level config keys in :data:`OPERATIONAL_CONFIG_KEYS`.
 """
 
 from __future__ import annotations
@@ -92,27 +94,8 @@ STATUSES = ("ok", "padded", "skipped")
 # Top-level config keys that do not change the data: they may differ between a run and its resume, and
 # between the parts of a merge. Every other key of ``config`` must be equal.
 OPERATIONAL_CONFIG_KEYS = frozenset(
-    {
-        "workers",
-        "jobs",
-        "num_workers",
-        "shard",
-        "part",
-        "shard_bytes",
-        "out",
-        "output",
-        "out_dir",
-        "inputs",
-        "input",
-        "verbose",
-        "quiet",
-        "progress",
-        "log_level",
-        "strict",
-        "max_errors",
-        "force",
-        "resume",
-    }
+    "workers jobs num_workers shard part shard_bytes out output out_dir inputs input verbose quiet progress "
+    "log_level strict max_errors force resume".split()
 )
 _KEY_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 _SHARD_RE = re.compile(r"^part-(\d{3,})-(\d{5,})$")
@@ -749,10 +732,10 @@ class ShardWriter:
             self._pending[key] = entry
 
     def _journal(self, entry: dict[str, Any]) -> None:
+        # Flushed, not fsynced: a kill cannot lose it; a power cut can, and then that file is simply
+        # looked at again by the next run (an fsync per skipped file would cost more than that).
         with open(self.root / JOURNAL, "a", encoding="utf-8") as f:
             f.write(json.dumps(entry, allow_nan=False) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
 
     def _commit(self, n: int) -> None:
         """Write the first ``n`` buffered chunks as one shard, then the manifest."""
@@ -762,16 +745,12 @@ class ShardWriter:
         paths: list[str] = []
         local: dict[str, int] = {}
         chunks: list[tuple[int, int, int]] = []
-        taken = 0
-        while taken < n:
-            sha, path, audio, feats, first, starts = self._buf[0]
+        taken = used = 0  # chunks taken; buffer pieces used up
+        split = 0  # chunks taken from a piece that is only partly used
+        for sha, path, audio, feats, first, starts in self._buf:
             m = min(len(audio), n - taken)
-            if m < len(audio):  # split the piece: the rest stays buffered
-                rest = {k: v[m:] for k, v in feats.items()}
-                self._buf[0] = (sha, path, audio[m:], rest, first + m, starts[m:])
-                audio, feats, starts = audio[:m], {k: v[:m] for k, v in feats.items()}, starts[:m]
-            else:
-                self._buf.pop(0)
+            if m < len(audio):
+                audio, feats, starts, split = audio[:m], {k: v[:m] for k, v in feats.items()}, starts[:m], m
             if sha not in local:
                 local[sha] = len(files)
                 files.append(sha)
@@ -781,8 +760,19 @@ class ShardWriter:
             for k, v in feats.items():
                 pieces[k].append(v)
             taken += m
+            if split:
+                break
+            used += 1
+            if taken == n:
+                break
         arrays = {k: (pieces[k], dt, shape) for k, (dt, shape) in self._rows.items()}
         index = write_shard(self._shards_dir, name, arrays, files, paths, chunks)
+        # committed: only now take the chunks out of the buffer (a failed write leaves it as it was)
+        if split:
+            sha, path, audio, feats, first, starts = self._buf[used]
+            rest = {k: v[split:] for k, v in feats.items()}
+            self._buf[used] = (sha, path, audio[split:], rest, first + split, starts[split:])
+        del self._buf[:used]
         self._next_k += 1
         self._buf_n -= n
         counts = dict.fromkeys(files, 0)
