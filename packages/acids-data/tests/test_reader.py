@@ -102,23 +102,23 @@ def test_properties(ds):
 def test_pickled_reader_holds_no_descriptors_and_reads_the_same(ds):
     r = ShardReader(ds)
     r[0], r[44]
-    assert r._fds
+    assert r._maps
     blob = pickle.dumps(r)
     assert len(blob) < 20000
     r2 = pickle.loads(blob)
-    assert not r2._fds
+    assert not r2._maps
     np.testing.assert_array_equal(r2[44]["audio"], r[44]["audio"])
 
 
 def test_open_descriptors_are_bounded(ds):
     r = ShardReader(ds)
-    r._max_fds = 3
+    r._max_maps = 3
     want = _ordered()
     for i in range(len(r)):
         np.testing.assert_array_equal(r[i]["mel"], want[i]["mel"])
-        assert len(r._fds) <= 3
+        assert len(r._maps) <= 3
     r.close()
-    assert not r._fds
+    assert not r._maps
     r[0]  # reopens
 
 

@@ -32,7 +32,20 @@ def dataset(tmp_path, real_audio):
         sf.write(str(audio / f"{name}.wav"), x[0, 0].numpy(), sr)
     out = tmp_path / "data"
     r = CliRunner().invoke(
-        preprocess_cmd, [str(audio), "-o", str(out), "--sample-rate", "48000", "--chunk", "8192", "--features", "none", "-j", "1"]
+        preprocess_cmd,
+        [
+            str(audio),
+            "-o",
+            str(out),
+            "--sample-rate",
+            "48000",
+            "--chunk",
+            "8192",
+            "--features",
+            "none",
+            "-j",
+            "1",
+        ],
     )
     assert r.exit_code == 0, r.output
     return r.stdout.strip().splitlines()[-1]  # the dataset record
@@ -40,19 +53,37 @@ def dataset(tmp_path, real_audio):
 
 def test_train_from_a_piped_record_then_resume(dataset, tmp_path):
     run = tmp_path / "run"
-    args = ["train", "-o", str(run), "--config", "tiny", "--max-steps", "4", "--val-every", "2", "--threads", "1"]
+    args = [
+        "train",
+        "-o",
+        str(run),
+        "--config",
+        "tiny",
+        "--max-steps",
+        "4",
+        "--val-every",
+        "2",
+        "--threads",
+        "1",
+    ]
     r = CliRunner().invoke(main_group, args, input=dataset + "\n")
     assert r.exit_code == 0, r.output
     rec = json.loads(r.stdout.strip().splitlines()[-1])
     assert rec["kind"] == "checkpoint" and rec["step"] == 4 and rec["sample_rate"] == 48000
     model = load_model(rec["path"])
     assert model.config.sample_rate == 48000  # adopted from the dataset
+    assert sorted(p.name for p in (run / "validation").iterdir()) == [
+        "step-00000002.png",
+        "step-00000004.png",
+    ]
     lines = (run / "metrics.jsonl").read_text().splitlines()
     assert len(lines) == 4 and "validation" in json.loads(lines[1])
     r = CliRunner().invoke(main_group, [*args[:-2], "--resume", "--max-steps", "6"], input=dataset + "\n")
     assert r.exit_code == 0, r.output
     assert json.loads(r.stdout.strip().splitlines()[-1])["step"] == 6
-    assert np.isfinite([json.loads(x)["loss"] for x in (run / "metrics.jsonl").read_text().splitlines()]).all()
+    assert np.isfinite(
+        [json.loads(x)["loss"] for x in (run / "metrics.jsonl").read_text().splitlines()]
+    ).all()
 
 
 def test_train_refuses_chunks_shorter_than_n_signal(dataset, tmp_path):
@@ -67,3 +98,50 @@ def test_train_needs_data(tmp_path):
     assert r.exit_code == 65 and "dataset" in r.stderr
     r = CliRunner().invoke(main_group, ["train", "-o", str(tmp_path / "r"), "--config", "nope"], input="")
     assert r.exit_code == 2
+
+
+@pytest.fixture
+def tiny_ckpt(tmp_path, tiny):
+    import torch
+
+    from acids_rave import checkpoint
+    from acids_rave.model import Rave
+
+    torch.manual_seed(0)
+    return checkpoint.save(tmp_path / "tiny.ckpt", Rave(tiny))
+
+
+def test_transfer_encode_decode(tiny_ckpt, tmp_path, real_audio):
+    import soundfile as sf
+
+    x, sr = real_audio(0.5)
+    wav = tmp_path / "in.wav"
+    sf.write(str(wav), x[0, 0].numpy(), sr)
+    r = CliRunner().invoke(main_group, ["transfer", str(tiny_ckpt), str(wav), str(tmp_path / "out.wav")])
+    assert r.exit_code == 0, r.output
+    rec = json.loads(r.stdout)
+    assert rec["kind"] == "audio" and rec["sample_rate"] == 44100
+    y, sr_out = sf.read(rec["path"])
+    assert sr_out == 44100 and abs(len(y) - x.shape[-1] / sr * 44100) < 2
+    r = CliRunner().invoke(main_group, ["encode", str(tiny_ckpt), str(wav), "-o", str(tmp_path / "z")])
+    assert r.exit_code == 0, r.output
+    lat = json.loads(r.stdout)
+    assert lat["kind"] == "latent" and lat["dims"] == 4
+    r = CliRunner().invoke(main_group, ["decode", str(tiny_ckpt), "-o", str(tmp_path / "y")], input=r.stdout)
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["frames"] == lat["frames"] * 64
+
+
+def test_stream_raw_pcm_matches_offline(tiny_ckpt):
+    import torch
+
+    model = load_model(tiny_ckpt)
+    x = 0.3 * torch.randn(1, 1, 64 * 10 + 17)  # a short last block
+    with torch.no_grad():
+        offline = model(x)[0, 0].numpy()
+    pcm = x[0, 0].numpy().astype("<f4").tobytes()
+    r = CliRunner().invoke(main_group, ["stream", str(tiny_ckpt), "--block", "128"], input=pcm)
+    assert r.exit_code == 0, r.stderr
+    y = np.frombuffer(r.stdout_bytes, "<f4")
+    assert y.shape == offline.shape
+    np.testing.assert_allclose(y, offline, atol=1e-5, rtol=1e-4)

@@ -9,8 +9,10 @@ def _snr(ref: torch.Tensor, out: torch.Tensor) -> float:
 
 
 @pytest.mark.parametrize("causal", [True, False])
-def test_reconstruction_of_real_audio(causal, real_audio):
-    x, _ = real_audio(4.0)
+@pytest.mark.parametrize("name", ["violin", "cello"])
+def test_reconstruction_of_real_audio(causal, name, real_audio):
+    # whole recordings measure 57-65 dB (cello lowest, violin/alto sax highest)
+    x, _ = real_audio(4.0, name=name)
     pqmf = PQMF(16, 16, 9.0, causal=causal)
     bands = pqmf(x)
     assert bands.shape == (1, 16, x.shape[-1] // 16)
@@ -20,7 +22,7 @@ def test_reconstruction_of_real_audio(causal, real_audio):
     edge = 2048  # leave out the zero-padded ends
     ref, out = x[..., edge : x.shape[-1] - d - edge], y[..., d + edge : y.shape[-1] - edge]
     snr = _snr(ref, out)
-    assert snr > 60.0, f"PQMF reconstruction SNR {snr:.1f} dB"
+    assert snr > 55.0, f"PQMF reconstruction SNR {snr:.1f} dB"
 
 
 def test_tiny_pqmf_reconstruction(real_audio):

@@ -22,6 +22,10 @@ def test_preset_builds_and_runs(name):
         y = model(x)
     assert z.shape == (1, cfg.latent_size, 1)
     assert y.shape == x.shape and torch.isfinite(y).all()
+    if cfg.decoder.noise.enabled:  # the phase-2 noise branch
+        model.decoder.noise_gain.fill_(1.0)
+        with torch.no_grad():
+            assert not torch.equal(model(x), y)
 
 
 @pytest.mark.parametrize("name", ["v2", "v1", "small"])

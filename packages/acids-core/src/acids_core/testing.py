@@ -192,7 +192,8 @@ class ModelContract:
         x = self._inputs()
         exported = torch.export.export(model, x)
         with torch.no_grad():
-            self._close(exported.module()(*x), self.forward(model, *x), "torch.export differs from eager")
+            actual = self.forward(exported.module(), *x)
+            self._close(actual, self.forward(model, *x), "torch.export differs from eager")
 
     def test_checkpoint_round_trip(self, tmp_path: Path) -> None:
         torch = _torch()

@@ -314,13 +314,23 @@ def _resolve_dataset(arg, dataset_root):
     return dataset_root(arg)
 
 
+def _one_blas_thread() -> None:
+    """We parallelise over files with processes: a multi-threaded BLAS per process only burns CPU
+    (measured: loudness took 3.7 CPU-s in 2.1 s wall with threads, 1.9 CPU-s with one). Must run before
+    numpy is imported; an explicit user setting wins."""
+    for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(var, "1")
+
+
 def main() -> None:
     """Console script ``acids-data``."""
+    _one_blas_thread()
     main_group(prog_name="acids-data")
 
 
 def preprocess_main() -> None:
     """Console script ``acids-preprocess``."""
+    _one_blas_thread()
     preprocess_cmd(prog_name="acids-preprocess")
 
 

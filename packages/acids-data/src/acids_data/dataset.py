@@ -113,6 +113,26 @@ class ChunkDataset(torch.utils.data.Dataset):
         """Make crops and gains a function of ``(seed, epoch, chunk)`` (see the module docstring)."""
         self.epoch = int(epoch)
 
+    @property
+    def sample_rate(self) -> int:
+        """Sample rate of the audio (Hz)."""
+        return self.reader.sample_rate
+
+    @property
+    def channels(self) -> int:
+        """Audio channels."""
+        return self.reader.channels
+
+    @property
+    def chunk(self) -> int:
+        """Samples per stored chunk (before any crop)."""
+        return self.reader.chunk
+
+    @property
+    def feature_hop(self) -> int | None:
+        """Samples per feature frame (None without features)."""
+        return self.reader.feature_hop
+
     def __len__(self) -> int:
         return len(self.indices)
 

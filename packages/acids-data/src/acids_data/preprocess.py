@@ -18,6 +18,7 @@ import logging
 import math
 import multiprocessing
 import signal
+import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -355,8 +356,10 @@ def _results(
             _WORKER_STATE.clear()
             _WORKER_STATE.update(_init_state)
         return
-    # spawn: safe whatever the parent imported (torch, onnxruntime threads); workers import numpy/soxr once
-    ctx = multiprocessing.get_context("spawn")
+    # fork starts workers for free, but is only safe while the parent holds no threads of a native library
+    # (torch, onnxruntime): acids-preprocess itself never imports them in the parent; a library caller may
+    forkable = sys.platform == "linux" and not ({"torch", "onnxruntime"} & set(sys.modules))
+    ctx = multiprocessing.get_context("fork" if forkable else "spawn")
     with ctx.Pool(
         jobs, initializer=_init_worker, initargs=(cfg, done, finished), maxtasksperchild=200
     ) as pool:

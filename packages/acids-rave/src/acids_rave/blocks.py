@@ -88,7 +88,9 @@ class Conv1d(nn.Module):
         self.weight = nn.Parameter(weight)
         self.bias = nn.Parameter(torch.empty(out_channels).uniform_(-bound, bound))
         self.weight_norm = weight_norm
-        self.gain = nn.Parameter(torch.linalg.vector_norm(weight, dim=(1, 2), keepdim=True), requires_grad=weight_norm)
+        self.gain = nn.Parameter(
+            torch.linalg.vector_norm(weight, dim=(1, 2), keepdim=True), requires_grad=weight_norm
+        )
         total = dilation * (kernel_size - 1) + 1 - stride
         if total < 0:
             raise ValueError("kernel span shorter than the stride")
@@ -151,7 +153,7 @@ class ResidualPair(nn.Module):
 
     def __init__(self, channels: int, kernel_size: int, dilations: tuple[int, ...], causal: bool = True):
         super().__init__()
-        d1, d2 = (tuple(dilations) + (1, 1))[:2]
+        d1, d2 = (*dilations, 1, 1)[:2]
         self.conv1 = Conv1d(channels, channels, kernel_size, dilation=d1, causal=causal)
         self.conv2 = Conv1d(channels, channels, kernel_size, dilation=d2, causal=causal)
 

@@ -129,8 +129,16 @@ def train_cmd(
     t = cfg.train
 
     def emit(path: Path) -> None:
-        write_record(make_record("checkpoint", path=str(path.resolve()), format="acids-rave",
-                                 step=trainer.state.step, phase=trainer.phase, sample_rate=cfg.sample_rate))
+        write_record(
+            make_record(
+                "checkpoint",
+                path=str(path.resolve()),
+                format="acids-rave",
+                step=trainer.state.step,
+                phase=trainer.phase,
+                sample_rate=cfg.sample_rate,
+            )
+        )
 
     it = batches_forever(train_loader)
     try:
@@ -142,6 +150,7 @@ def train_cmd(
                 if valid_batches and (step % t.val_every == 0 or step == t.max_steps):
                     logs["validation"] = trainer.validate(valid_batches)
                     log.info(f"step {step}: validation spectral distance {logs['validation']:.4g}")
+                    _report_example(trainer, valid_batches[0], out, writer, step)
                 logs["step"] = step
                 metrics.write(json.dumps(logs) + "\n")
                 if writer is not None:
@@ -161,6 +170,22 @@ def train_cmd(
     log.info(f"latent analysis: {dims} of {cfg.latent_size} dims keep {fidelity:.0%} of the variance")
     trainer.save(last)
     emit(last)
+
+
+def _report_example(trainer: Any, batch: Any, out: Path, writer: Any, step: int) -> None:
+    """Spectrogram PNG (input vs reconstruction) in OUT/validation/, audio too in TensorBoard."""
+    from acids_rave.train import save_spectrograms
+
+    x, y = trainer.reconstruct(batch[:1])
+    sr = trainer.cfg.sample_rate
+    png = save_spectrograms(out / "validation" / f"step-{step:08d}.png", x[0], y[0], sr)
+    if writer is not None:
+        writer.add_audio("validation/input", x[0, 0], step, sample_rate=sr)
+        writer.add_audio("validation/reconstruction", y[0, 0].clamp(-1, 1), step, sample_rate=sr)
+        if png is not None:
+            import matplotlib.image as mpimg
+
+            writer.add_image("validation/spectrograms", mpimg.imread(png), step, dataformats="HWC")
 
 
 def _take(loader: Any, n: int) -> list[Any]:
@@ -184,7 +209,7 @@ def _loaders(root_arg: Any, cfg: Any, workers: int, explicit: tuple[str, ...]) -
         raise UsageError(f"acids-data's torch reader is unavailable: {e}") from None
     t = cfg.train
     train = ChunkDataset(root_arg, keys=["audio"], crop=None, gain_db=None, split=None)
-    sr, channels, chunk = train.reader.sample_rate, train.reader.channels, train.reader.chunk
+    sr, channels, chunk = train.sample_rate, train.channels, train.chunk
     set_keys = {o.split("=", 1)[0].strip() for o in explicit}
     if sr != cfg.sample_rate:
         if "sample_rate" in set_keys:
@@ -193,12 +218,15 @@ def _loaders(root_arg: Any, cfg: Any, workers: int, explicit: tuple[str, ...]) -
         cfg = dataclasses.replace(cfg, sample_rate=sr)
     if channels != cfg.channels:
         if "channels" in set_keys:
-            raise UsageError(f"the dataset has {channels} channels but the config says channels={cfg.channels}")
+            raise UsageError(
+                f"the dataset has {channels} channels but the config says channels={cfg.channels}"
+            )
         cfg = dataclasses.replace(cfg, channels=channels)
     if chunk < t.n_signal:
         raise DataError(
             f"dataset chunks are {chunk} samples, shorter than train.n_signal={t.n_signal}: "
-            f"re-preprocess with longer chunks or --set train.n_signal=N (a multiple of {cfg.compression_ratio})"
+            "re-preprocess with longer chunks or --set train.n_signal=N "
+            f"(a multiple of {cfg.compression_ratio})"
         )
     common = {"keys": ["audio"], "crop": t.n_signal, "valid_fraction": t.valid_fraction, "seed": t.seed}
     train = ChunkDataset(root_arg, gain_db=t.gain_db, split="train", **common)
@@ -215,7 +243,8 @@ def _loaders(root_arg: Any, cfg: Any, workers: int, explicit: tuple[str, ...]) -
         collate_fn=_collate,
     )
     valid_batches = [
-        _collate([valid[j] for j in range(i, min(i + t.batch, len(valid)))]) for i in range(0, min(len(valid), 64), t.batch)
+        _collate([valid[j] for j in range(i, min(i + t.batch, len(valid)))])
+        for i in range(0, min(len(valid), 64), t.batch)
     ]
     log.info(f"data: {len(train)} training and {len(valid)} validation chunks at {sr} Hz")
     return loader, valid_batches, cfg
@@ -238,7 +267,9 @@ def _summary_writer(out: Path) -> Any:
 
 @main_group.command("info", cls=AcidsCommand)
 @click.argument("model", default="v2")
-@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Config override (presets only).")
+@click.option(
+    "--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Config override (presets only)."
+)
 @click.option("--json", "as_json", is_flag=True, help="One JSON object instead of text.")
 @verbosity_options
 def info_cmd(model: str, overrides: tuple[str, ...], as_json: bool) -> None:
@@ -285,14 +316,17 @@ def info_cmd(model: str, overrides: tuple[str, ...], as_json: bool) -> None:
     lines = [
         f"source            {model}" + (f" (step {step})" if step is not None else ""),
         f"sample rate       {sr} Hz, {cfg.channels} channel(s)",
-        f"architecture      encoder {cfg.encoder.kind} / decoder {cfg.decoder.kind}, capacity {cfg.encoder.capacity}",
-        f"parameters        encoder {p['encoder']:,}  decoder {p['decoder']:,}  discriminator {p['discriminator']:,}",
+        f"architecture      encoder {cfg.encoder.kind} / decoder {cfg.decoder.kind}, "
+        f"capacity {cfg.encoder.capacity}",
+        f"parameters        encoder {p['encoder']:,}  decoder {p['decoder']:,}  "
+        f"discriminator {p['discriminator']:,}",
         f"compression       {m.compression_ratio}x ({info['latent_rate_hz']:.2f} Hz latent)",
         f"latent            {m.n_latent} of {cfg.latent_size} dims in use",
     ]
     if cfg.causal:
         lines.append(
-            f"streaming         causal; latency {m.latency} samples ({info['latency_ms']} ms) beyond the buffer"
+            f"streaming         causal; latency {m.latency} samples ({info['latency_ms']} ms)"
+            " beyond the buffer"
             f" (buffer: any multiple of {m.compression_ratio})"
         )
     else:
@@ -301,6 +335,180 @@ def info_cmd(model: str, overrides: tuple[str, ...], as_json: bool) -> None:
     marks = [k for k in (1, 2, 4, 8, 16, 32, 64, 128) if k <= len(table)]
     lines.append("fidelity          " + "  ".join(f"{k}:{table[k - 1]:.3f}" for k in marks))
     click.echo("\n".join(lines))
+
+
+def _load_model(path: str, threads: int | None) -> Any:
+    import torch
+
+    from acids_rave.checkpoint import load_model
+
+    if threads:
+        torch.set_num_threads(threads)
+    model = load_model(path)
+    model.fuse()
+    return model
+
+
+def _read_audio(path: Path, model: Any) -> Any:
+    import torch
+
+    from acids_data.audio import load
+
+    if not path.is_file():
+        raise MissingInput(f"{path}: no such audio file")
+    return torch.from_numpy(load(path, model.sample_rate, model.channels))[None]  # (1, C, T)
+
+
+def _write_audio(path: Path, y: Any, sample_rate: int) -> None:
+    import soundfile as sf
+
+    from acids_core.atomic import atomic_write
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_write(path, "wb") as f:
+        sf.write(f, y[0].T.numpy(), sample_rate, format=path.suffix.lstrip(".").upper() or "WAV")
+
+
+@main_group.command("transfer", cls=AcidsCommand)
+@click.argument("model")
+@click.argument("inp", metavar="IN", type=click.Path(path_type=Path))
+@click.argument("out", metavar="OUT", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--threads", type=int, default=None)
+@verbosity_options
+def transfer_cmd(model: str, inp: Path, out: Path, threads: int | None) -> None:
+    """Timbre transfer: any audio IN through MODEL (encode + decode) to OUT; emits an `audio` record."""
+    import torch
+
+    m = _load_model(model, threads)
+    x = _read_audio(inp, m)
+    with torch.inference_mode():
+        y = m(x)
+    _write_audio(out, y, m.sample_rate)
+    write_record(
+        make_record(
+            "audio",
+            path=str(out.resolve()),
+            sample_rate=m.sample_rate,
+            channels=m.channels,
+            frames=int(y.shape[-1]),
+            source=str(inp),
+        )
+    )
+
+
+@main_group.command("encode", cls=AcidsCommand)
+@click.argument("model")
+@click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("-o", "--out", "out", required=True, type=click.Path(file_okay=False, path_type=Path))
+@click.option("--threads", type=int, default=None)
+@verbosity_options
+def encode_cmd(model: str, inputs: tuple[Path, ...], out: Path, threads: int | None) -> None:
+    """Audio files -> latents (.npy, (dims, frames) float32 in OUT); one `latent` record per file."""
+    import numpy as np
+    import torch
+
+    from acids_core.atomic import atomic_write
+
+    m = _load_model(model, threads)
+    out.mkdir(parents=True, exist_ok=True)
+    for path in inputs:
+        with torch.inference_mode():
+            z = m.encode(_read_audio(path, m))[0].numpy()
+        target = out / f"{path.stem}.npy"
+        with atomic_write(target, "wb") as f:
+            np.save(f, z)
+        write_record(
+            make_record(
+                "latent",
+                path=str(target.resolve()),
+                source=str(path),
+                model=str(model),
+                dims=int(z.shape[0]),
+                frames=int(z.shape[1]),
+                frame_rate=m.sample_rate / m.compression_ratio,
+            )
+        )
+
+
+@main_group.command("decode", cls=AcidsCommand)
+@click.argument("model")
+@click.argument("latents", nargs=-1, type=click.Path(path_type=Path))
+@click.option("-o", "--out", "out", required=True, type=click.Path(file_okay=False, path_type=Path))
+@click.option("--threads", type=int, default=None)
+@verbosity_options
+def decode_cmd(model: str, latents: tuple[Path, ...], out: Path, threads: int | None) -> None:
+    """Latent .npy files (or piped `latent` records) -> WAV files in OUT; one `audio` record each."""
+    import numpy as np
+    import torch
+
+    from acids_core.records import read_records
+
+    paths = list(latents)
+    if not paths:
+        if not stdin_is_piped():
+            raise UsageError("give LATENT files or pipe `latent` records")
+        paths = [Path(r["path"]) for r in read_records(None, kind="latent")]
+    m = _load_model(model, threads)
+    for path in paths:
+        if not path.is_file():
+            raise MissingInput(f"{path}: no such latent file")
+        z = np.load(path)
+        if z.ndim != 2 or z.shape[0] > m.latent_size:
+            raise DataError(f"{path}: expected (dims <= {m.latent_size}, frames), got {z.shape}")
+        with torch.inference_mode():
+            y = m.decode(torch.from_numpy(z.astype(np.float32))[None])
+        target = out / f"{path.stem}.wav"
+        _write_audio(target, y, m.sample_rate)
+        write_record(
+            make_record(
+                "audio",
+                path=str(target.resolve()),
+                sample_rate=m.sample_rate,
+                channels=m.channels,
+                frames=int(y.shape[-1]),
+                source=str(path),
+            )
+        )
+
+
+@main_group.command("stream", cls=AcidsCommand)
+@click.argument("model")
+@click.option("--block", type=int, default=None, help="Samples per block (default: the compression ratio).")
+@click.option("--threads", type=int, default=1, show_default=True)
+@verbosity_options
+def stream_cmd(model: str, block: int | None, threads: int) -> None:
+    """Raw float32 PCM (interleaved channels) on stdin -> the streaming model -> the same on stdout.
+
+    \b
+      sox in.wav -t raw -e float -b 32 -r 44100 -c 1 - | acids-rave stream model.ckpt | ...
+    A short last block is zero-padded; its padding is not written.
+    """
+    import numpy as np
+    import torch
+
+    m = _load_model(model, threads)
+    block = block or m.compression_ratio
+    if block % m.compression_ratio:
+        raise UsageError(f"--block must be a multiple of the compression ratio {m.compression_ratio}")
+    try:
+        m.set_streaming(True)
+    except ValueError as e:
+        raise UsageError(f"{model}: {e}") from None
+    n_bytes = block * m.channels * 4
+    src, dst = sys.stdin.buffer, sys.stdout.buffer
+    with torch.inference_mode():
+        while True:
+            data = src.read(n_bytes)
+            if not data:
+                break
+            frames = len(data) // (4 * m.channels)
+            x = np.zeros((block, m.channels), dtype=np.float32)
+            x.reshape(-1)[: frames * m.channels] = np.frombuffer(data[: frames * m.channels * 4], "<f4")
+            y = m(torch.from_numpy(x.T.copy())[None])[0].T.numpy()
+            dst.write(np.ascontiguousarray(y[:frames], dtype="<f4").tobytes())
+            dst.flush()
+            if frames < block:
+                break
 
 
 def main() -> None:

@@ -160,7 +160,9 @@ def _v1() -> RaveConfig:
 def _small() -> RaveConfig:
     return RaveConfig(
         encoder=EncoderConfig(capacity=48, ratios=(4, 2, 2, 2)),
-        decoder=DecoderConfig(capacity=48, noise=NoiseConfig(enabled=True, hidden=64, ratios=(2, 2, 2), noise_bands=32)),
+        decoder=DecoderConfig(
+            capacity=48, noise=NoiseConfig(enabled=True, hidden=64, ratios=(2, 2, 2), noise_bands=32)
+        ),
         discriminator=DiscriminatorConfig(capacity=48),
         train=TrainConfig(update_discriminator_every=2),
     )
@@ -222,4 +224,6 @@ def validate(cfg: RaveConfig) -> None:
         for x in cfg.decoder.noise.ratios:
             r *= x
         if (cfg.compression_ratio // cfg.pqmf.n_band) % r:
-            raise ValueError("the product of decoder.noise.ratios must divide the latent frame (in band frames)")
+            raise ValueError(
+                "the product of decoder.noise.ratios must divide the latent frame (in band frames)"
+            )

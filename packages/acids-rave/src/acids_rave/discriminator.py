@@ -55,7 +55,9 @@ class ConvNet2d(nn.Module):
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         b, c, t = x.shape
         if t % self.period:
-            x = F.pad(x, (0, self.period - t % self.period), mode="reflect" if t > self.period else "constant")
+            x = F.pad(
+                x, (0, self.period - t % self.period), mode="reflect" if t > self.period else "constant"
+            )
         x = x.reshape(b, c, -1, self.period)
         feats = []
         for layer in self.layers:

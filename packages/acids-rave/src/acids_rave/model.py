@@ -35,7 +35,7 @@ def _prod(xs: tuple[int, ...]) -> int:
 
 
 class EncoderV2(nn.Module):
-    """Band frames (B, C*M, F) -> (B, 2 * latent, F / prod(ratios)): residual dilated units + strided convs."""
+    """Bands (B, C*M, F) -> (B, 2 * latent, F / prod(ratios)): dilated residual units + strided convs."""
 
     def __init__(self, cfg: RaveConfig):
         super().__init__()
@@ -179,7 +179,9 @@ class Rave(nn.Module):
         self.compression_ratio = config.compression_ratio
         self.sample_rate = config.sample_rate
         self.causal = config.causal
-        self.pqmf = PQMF(config.pqmf.n_band, config.pqmf.taps_per_band, config.pqmf.beta, causal=config.causal)
+        self.pqmf = PQMF(
+            config.pqmf.n_band, config.pqmf.taps_per_band, config.pqmf.beta, causal=config.causal
+        )
         self.encoder = EncoderV2(config) if config.encoder.kind == "v2" else EncoderV1(config)
         self.decoder = Decoder(config)
         n = config.latent_size

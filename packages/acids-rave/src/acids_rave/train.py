@@ -121,7 +121,8 @@ class Trainer:
             self.discriminator.requires_grad_(True)
             adv = sum(hinge_generator(f[-1]) for f in f_fake)
             fm = sum(
-                feature_matching(a, b, cfg.loss.relative_feature_matching) for a, b in zip(f_real, f_fake, strict=True)
+                feature_matching(a, b, cfg.loss.relative_feature_matching)
+                for a, b in zip(f_real, f_fake, strict=True)
             )
             loss = loss + cfg.loss.adversarial * adv + cfg.loss.feature_matching * fm
             logs.update(adversarial=adv.item(), feature_matching=fm.item())
@@ -146,6 +147,14 @@ class Trainer:
             total += float(spectral_distance(x_ref, y, self.cfg.loss.scales, self.cfg.loss.log_epsilon))
             n += 1
         return total / max(n, 1)
+
+    @torch.no_grad()
+    def reconstruct(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(target, reconstruction) of a batch with the posterior mean, both (B, C, T)."""
+        self.model.eval()
+        x = x.to(self.device)
+        x_ref = self.model.pqmf.inverse(self.model.pqmf(x))
+        return x_ref, self.model.pqmf.inverse(self.model.decode_bands(self.model.posterior(x)[0]))
 
     @torch.no_grad()
     def analyse_latent(self, batches: Iterable[torch.Tensor], fidelity: float = 0.95) -> int:
@@ -184,6 +193,42 @@ class Trainer:
         trainer.state = TrainState(step=int(p["step"]), history=list(p["train_state"]["history"]))
         torch.set_rng_state(p["train_state"]["rng"])
         return trainer
+
+
+def save_spectrograms(path: str | Path, x: torch.Tensor, y: torch.Tensor, sample_rate: int) -> Path | None:
+    """PNG of log spectrograms, input (top) vs reconstruction (bottom), of the first channel of (C, T).
+
+    Returns None when matplotlib is not installed.
+    """
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    from acids_rave.losses import stft_magnitude
+
+    fig, axes = plt.subplots(2, 1, figsize=(8, 5), sharex=True)
+    for ax, sig, title in zip(axes, (x, y), ("input", "reconstruction"), strict=True):
+        mag = stft_magnitude(sig[:1].unsqueeze(0).float().cpu(), 1024)[0]
+        ax.imshow(
+            20 * torch.log10(mag + 1e-5).numpy(),
+            origin="lower",
+            aspect="auto",
+            vmin=-100,
+            vmax=20,
+            extent=(0, sig.shape[-1] / sample_rate, 0, sample_rate / 2000),
+        )
+        ax.set_title(title)
+        ax.set_ylabel("kHz")
+    axes[-1].set_xlabel("s")
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+    return path
 
 
 def batches_forever(batches: Iterable[torch.Tensor]) -> Iterator[torch.Tensor]:
