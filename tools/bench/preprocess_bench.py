@@ -386,7 +386,7 @@ def ratios(
                     f"- [{label}] ours (none, jobs {j}) / decode+resample alone, x-rt per CPU-s: "
                     f"**{x:.2f}x** (target >= {TARGETS['vs_floor']:g}x: {verdict(x, TARGETS['vs_floor'])})"
                 )
-        for j in args.features_jobs:
+        for j in args.features_jobs if args.features != "none" else []:
             feat = get(label, f"acids-preprocess --features {args.features} --jobs {j}")
             base = get(label, f"acids-preprocess --features none --jobs {j}") or next(
                 (
@@ -434,7 +434,7 @@ def ratios(
                     f"(x{b['tree_pss_mib'] / max(a['tree_pss_mib'], 1e-9):.2f} tree PSS for "
                     f"x{b['audio_s'] / a['audio_s']:.0f} the data)"
                 )
-        for j in args.features_jobs:
+        for j in args.features_jobs if args.features != "none" else []:
             a = get(labels[0], f"acids-preprocess --features {args.features} --jobs {j}")
             if a:
                 lines.append(
