@@ -152,16 +152,17 @@ def test_position_noise_is_white_uniform_and_block_independent():
 
 
 def test_reverb_tail_continues_across_blocks():
-    reverb = Reverb(SR, 2000)
+    reverb = Reverb(SR, 2000, 64)
     with torch.no_grad():
         reverb.wet.fill_(3.0)
         ir = reverb.impulse_response()
-        x = torch.zeros(1, 6000)
+        x = torch.zeros(1, 6400)
         x[0, 10] = 1.0
         offline = reverb(x)
         reverb.streaming = True
         reverb.reset()
-        streamed = torch.cat([reverb(c) for c in x.split(128, dim=-1)], dim=-1)
+        sizes = [128, 64, 1024, 64 * 40, 64 * 3] + [64] * 38  # one block over 16 partitions
+        streamed = torch.cat([reverb(c) for c in x.split(sizes, dim=-1)], dim=-1)
     expected = x.clone()
     expected[0, 10:2010] += ir
     torch.testing.assert_close(offline, expected, atol=1e-6, rtol=0)

@@ -90,7 +90,7 @@ class DDSP(nn.Module):
         self.harmonic = HarmonicSynth(cfg.sample_rate, cfg.hop, cfg.synth.n_harmonics)
         self.noise = FilteredNoise(cfg.hop, cfg.synth.n_noise_bands, cfg.synth.noise_seed)
         self.use_reverb = cfg.synth.reverb
-        self.reverb = Reverb(cfg.sample_rate, cfg.reverb_length) if cfg.synth.reverb else nn.Identity()
+        self.reverb = Reverb(cfg.sample_rate, cfg.reverb_length, cfg.hop) if cfg.synth.reverb else nn.Identity()
         self.streaming = False
 
     def set_streaming(self, flag: bool) -> None:

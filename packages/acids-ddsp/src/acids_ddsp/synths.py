@@ -41,11 +41,12 @@ class HarmonicSynth(nn.Module):
 
     streaming: bool
 
-    def __init__(self, sample_rate: int, hop: int, n_harmonics: int) -> None:
+    def __init__(self, sample_rate: int, hop: int, n_harmonics: int, chunk_samples: int = 2048) -> None:
         super().__init__()
         self.sample_rate = sample_rate
         self.hop = hop
         self.n_harmonics = n_harmonics
+        self.chunk_samples = chunk_samples
         self.streaming = False
         self.register_buffer("harmonics", torch.arange(1, n_harmonics + 1, dtype=torch.float32), persistent=False)
         self.register_buffer("ramp", torch.arange(1, hop + 1, dtype=torch.float32) / hop, persistent=False)
@@ -93,18 +94,32 @@ class HarmonicSynth(nn.Module):
         start = _normalise(dist_before * mask) * amp_before.unsqueeze(-1)  # (B, F, K)
         end = _normalise(distribution * mask) * amplitude.unsqueeze(-1)
 
-        sines = torch.sin((6.283185307179586 * phase).unsqueeze(-1) * self.harmonics)  # (B, T, K)
-        sines = sines.reshape(b * n, self.hop, self.n_harmonics)
-        coeffs = torch.stack([start, end - start], dim=-1).reshape(b * n, self.n_harmonics, 2)
-        both = torch.bmm(sines, coeffs)  # (B*F, hop, 2): sum_k sin * start_k, sum_k sin * delta_k
-        out = both[..., 0] + both[..., 1] * self.ramp
+        coeffs = torch.stack([start, end - start], dim=-1)  # (B, F, K, 2)
+        # frames in chunks of ~chunk_samples so the (samples, K) sine table stays in cache
+        step = max(1, self.chunk_samples // self.hop)
+        outs: list[torch.Tensor] = []
+        for i in range(0, n, step):
+            m = min(step, n - i)
+            k = self.n_harmonics
+            # the kept harmonics are a prefix 1..k_i per frame: skip those muted in the whole chunk (eager
+            # and TorchScript; torch.export needs static shapes and computes them all)
+            if torch.jit.is_scripting():
+                k = max(1, int(mask[:, i : i + m].sum(-1).max()))
+            elif not torch.compiler.is_exporting():
+                k = max(1, int(mask[:, i : i + m].sum(-1).max()))
+            arg = (6.283185307179586 * phase[:, i * self.hop : (i + m) * self.hop]).unsqueeze(-1)
+            sines = torch.sin(arg * self.harmonics[:k]).reshape(b * m, self.hop, k)
+            # (B*m, hop, 2): sum_k sin_k * start_k and sum_k sin_k * (end_k - start_k)
+            both = torch.bmm(sines, coeffs[:, i : i + m, :k].reshape(b * m, k, 2))
+            outs.append((both[..., 0] + both[..., 1] * self.ramp).reshape(b, m * self.hop))
+        out = torch.cat(outs, dim=1) if len(outs) > 1 else outs[0]
 
         if self.streaming:
             self.prev_f0 = f0[:, -1:]
             self.prev_amp = amplitude[:, -1:]
             self.prev_dist = distribution[:, -1:]
             self.phase = last_phase
-        return out.reshape(b, n * self.hop)
+        return out
 
 
 class FilteredNoise(nn.Module):
@@ -162,15 +177,20 @@ class Reverb(nn.Module):
     """A trainable reverb: dry signal + convolution with a learned impulse response.
 
     IR = learned noise × exp(-rate·t) × wet gain, with its first sample zero (the dry path is added exactly).
-    All three factors are trained. Offline the whole signal is convolved at once (FFT); streaming carries the
-    reverb tail of past blocks into the next ones.
+    All three factors are trained. Offline the whole signal is convolved at once (one FFT). Streaming uses a
+    uniformly partitioned overlap-save convolution with partitions of ``partition`` samples (the hop): the
+    spectra of past input partitions are kept, so a call costs one FFT pair per partition of new input plus
+    one complex multiply-add per IR partition, instead of an FFT as long as the IR (48,000 taps at 48 kHz).
+    The IR spectra are computed once per streaming session (the weights are frozen while streaming).
     """
 
     streaming: bool
 
-    def __init__(self, sample_rate: int, length: int) -> None:
+    def __init__(self, sample_rate: int, length: int, partition: int) -> None:
         super().__init__()
         self.length = length
+        self.partition = partition
+        self.n_parts = (length + partition - 1) // partition
         self.streaming = False
         rate0 = 10.0  # initial decay rate (1/s): -87 dB after one second
         gen = torch.Generator().manual_seed(1234)
@@ -182,10 +202,17 @@ class Reverb(nn.Module):
         t = torch.arange(length, dtype=torch.float32) / sample_rate
         self.register_buffer("t", t, persistent=False)
         self.register_buffer("not_first", (torch.arange(length) > 0).to(torch.float32), persistent=False)
-        self.register_buffer("tail", torch.zeros(0, 0), persistent=False)
+        bins = partition + 1
+        self.register_buffer("ir_spectra", torch.zeros(0, bins, dtype=torch.complex64), persistent=False)
+        self.register_buffer("history", torch.zeros(0, 0, bins, dtype=torch.complex64), persistent=False)
+        self.register_buffer("previous", torch.zeros(0, partition), persistent=False)
 
     def reset(self) -> None:
-        self.tail = torch.zeros(0, 0, device=self.t.device)
+        bins = self.partition + 1
+        device = self.t.device
+        self.ir_spectra = torch.zeros(0, bins, dtype=torch.complex64, device=device)
+        self.history = torch.zeros(0, 0, bins, dtype=torch.complex64, device=device)
+        self.previous = torch.zeros(0, self.partition, device=device)
 
     def impulse_response(self) -> torch.Tensor:
         """(length,) the wet impulse response (first sample 0)."""
@@ -193,11 +220,34 @@ class Reverb(nn.Module):
         return self.noise * env * torch.sigmoid(self.wet) * self.not_first
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Args: x (B, T). Returns: (B, T) dry + wet."""
-        length = x.shape[-1]
-        wet = fft_convolve(x, self.impulse_response())  # (B, T + L - 1)
+        """Args: x (B, T), T a multiple of the partition when streaming. Returns: (B, T) dry + wet."""
         if self.streaming:
-            if self.tail.shape[0] == x.shape[0]:
-                wet = wet + nn.functional.pad(self.tail, (0, wet.shape[-1] - self.tail.shape[-1]))
-            self.tail = wet[:, length:]
-        return x + wet[:, :length]
+            return x + self._partitioned(x)
+        return x + fft_convolve(x, self.impulse_response())[:, : x.shape[-1]]
+
+    def _partitioned(self, x: torch.Tensor) -> torch.Tensor:
+        b, length = x.shape
+        p, n_parts = self.partition, self.n_parts
+        if length % p:
+            raise ValueError(f"streaming reverb needs blocks that are multiples of {p} samples, got {length}")
+        if self.ir_spectra.shape[0] == 0:
+            ir = nn.functional.pad(self.impulse_response().detach(), (0, n_parts * p - self.length))
+            # partition k of the IR, zero-padded to 2p (overlap-save)
+            self.ir_spectra = torch.fft.rfft(ir.reshape(n_parts, p), 2 * p).flip(0)  # oldest partition first
+        if self.previous.shape[0] != b:
+            self.previous = x.new_zeros(b, p)
+            self.history = torch.zeros(b, n_parts - 1, p + 1, dtype=torch.complex64, device=x.device)
+        segments = x.reshape(b, length // p, p)
+        before = torch.cat([self.previous.unsqueeze(1), segments[:, :-1]], dim=1)
+        spectra = torch.fft.rfft(torch.cat([before, segments], dim=-1))  # (B, S, p + 1)
+        outs: list[torch.Tensor] = []
+        step = 16  # segments per product, to bound memory for long blocks
+        for s0 in range(0, spectra.shape[1], step):
+            new = spectra[:, s0 : s0 + step]
+            every = torch.cat([self.history, new], dim=1)  # (B, n_parts - 1 + S', bins)
+            windows = every.unfold(1, n_parts, 1)  # (B, S', bins, n_parts): the spectra each output sees
+            acc = (windows * self.ir_spectra.t()).sum(-1)  # (B, S', bins)
+            outs.append(torch.fft.irfft(acc, 2 * p)[..., p:])  # overlap-save: keep the last p samples
+            self.history = every[:, every.shape[1] - (n_parts - 1) :]
+        self.previous = segments[:, -1]
+        return torch.cat(outs, dim=1).reshape(b, length)
