@@ -2,8 +2,10 @@
 """The end-to-end demo on the built-in real audio (assets/demo-audio), run by `python3 tools/dev.py demo`.
 
 Stages so far (each later package extends this chain):
-  1. acids-preprocess: 5 real instrument phrases → 44.1 kHz chunks + loudness/f0 → demo-out/dataset
-  2. acids-data inspect: summary + a PNG (loudness and f0 histograms, a spectrogram with its f0)
+  1. acids-preprocess: 5 real instrument phrases → 44.1 kHz chunks + loudness/f0/mel → demo-out/dataset,
+     piped into acids-data inspect: summary + a PNG (loudness and f0 histograms, a spectrogram with its f0)
+  2. acids-rave train: a short training of the `tiny` preset from the piped `dataset` record
+  3. acids-rave transfer: a phrase through the trained model (timbre transfer), and `acids-rave info`
 Every stage runs as its real console script, joined by real shell pipes.
 """
 
@@ -35,6 +37,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, default=ROOT / "demo-out", help="where the outputs go")
     ap.add_argument("--fresh", action="store_true", help="delete previous outputs first")
+    ap.add_argument("--rave-steps", type=int, default=300, help="training steps of the RAVE stage")
     args = ap.parse_args()
     out: Path = args.out.resolve()
     if args.fresh and out.exists():
@@ -53,10 +56,36 @@ def main() -> int:
     record = json.loads(records.read_text().splitlines()[-1])
 
     print(summary)
+    outputs = [
+        ("dataset", f"{record['path']}  ({record['chunks']} chunks, {record['seconds'] / 60:.1f} min)"),
+        ("dataset record", str(records)),
+        ("dataset plot", str(out / "dataset.png")),
+    ]
+
+    if shutil.which("acids-rave"):
+        steps = args.rave_steps
+        run = out / "rave-run"
+        print(f"== 2. train RAVE (tiny preset, {steps} steps) from the piped dataset record", file=sys.stderr)
+        ckpt_records = out / "rave.jsonl"
+        sh(
+            f"cat '{records}' | acids-rave train -o '{run}' --config tiny --max-steps {steps}"
+            f" --phase1-steps {steps * 3 // 4} --batch 4 --val-every {max(1, steps // 4)} > '{ckpt_records}'"
+        )
+        ckpt = json.loads(ckpt_records.read_text().splitlines()[-1])["path"]
+        print("== 3. timbre transfer of the flute phrase through the model; model info", file=sys.stderr)
+        transfer = out / "flute-through-rave.wav"
+        sh(f"acids-rave transfer '{ckpt}' '{audio / 'flute.flac'}' '{transfer}' > /dev/null")
+        print(sh(f"acids-rave info '{ckpt}'").stdout)
+        outputs += [
+            ("rave checkpoint", ckpt),
+            ("rave metrics", str(run / "metrics.jsonl")),
+            ("rave validation", str(run / "validation")),
+            ("timbre transfer", str(transfer)),
+        ]
+
     print(f"demo finished in {time.monotonic() - t0:.0f} s. Outputs:")
-    print(f"  dataset        {record['path']}  ({record['chunks']} chunks, {record['seconds'] / 60:.1f} min)")
-    print(f"  dataset record {records}")
-    print(f"  plot           {out / 'dataset.png'}")
+    for name, where in outputs:
+        print(f"  {name:<16} {where}")
     return 0
 
 

@@ -7,6 +7,10 @@ import torch
 
 from acids_ddsp.config import DDSPConfig, preset
 
+# one thread: the test machines are shared 2-core boxes, where two torch threads (oneDNN GRU) under load
+# were measured 40x slower than one
+torch.set_num_threads(1)
+
 
 @pytest.fixture(scope="session")
 def tiny() -> DDSPConfig:

@@ -12,7 +12,6 @@ from typing import Any
 
 from acids_core.checkpoint import load_checkpoint, make_envelope, save_checkpoint
 from acids_core.config import from_dict, to_dict
-
 from acids_ddsp import __version__
 from acids_ddsp.config import DDSPConfig
 from acids_ddsp.model import DDSP

@@ -1,14 +1,14 @@
 """Configuration of a DDSP model: frozen dataclasses and named presets (stdlib only).
 
-Presets (see :data:`PRESETS`):
+Presets (see :data:`PRESETS`; parameter counts include the reverb IR):
 
-| name        | rate   | hop | frames/s | decoder                          | harmonics | params (with reverb) |
-|-------------|--------|-----|----------|----------------------------------|-----------|----------------------|
-| `full`      | 16 kHz | 128 | 125      | 512 wide, 3 layers/stack, GRU 512 | 100       | ≈ 4.8 M              |
-| `full-48k`  | 48 kHz | 512 | 93.75    | as `full`                        | 100       | ≈ 4.9 M              |
-| `small`     | 16 kHz | 128 | 125      | 128 wide, 1 layer/stack, GRU 192 | 60        | ≈ 0.2 M              |
-| `small-48k` | 48 kHz | 512 | 93.75    | as `small`                       | 60        | ≈ 0.3 M              |
-| `tiny`      | 16 kHz | 64  | 250      | 16 wide, 1 layer/stack, GRU 16   | 8         | tests only           |
+| name        | rate   | hop | frames/s | decoder (width, layers/stack, GRU) | harmonics | params  |
+|-------------|--------|-----|----------|------------------------------------|-----------|---------|
+| `full`      | 16 kHz | 128 | 125      | 512, 3, 512 (as the paper)         | 100       | 4.84 M  |
+| `full-48k`  | 48 kHz | 512 | 93.75    | as `full`                          | 100       | 4.87 M  |
+| `small`     | 16 kHz | 128 | 125      | 128, 1, 192                        | 60        | 0.35 M  |
+| `small-48k` | 48 kHz | 512 | 93.75    | as `small`                         | 60        | 0.38 M  |
+| `tiny`      | 16 kHz | 64  | 250      | 16, 1, 16                          | 8         | 4,452   |
 
 Hops are powers of two so that a host buffer (nn~: a power of two, 4096 by default) is a whole number of
 frames. The exact parameter counts are printed by ``acids-ddsp info`` and checked by the tests.
@@ -69,7 +69,7 @@ class LossConfig:
     """Multi-scale spectral loss (L1 on linear and log magnitudes).
 
     Attributes:
-        fft_sizes: FFT sizes; empty = the reference sizes (2048 ... 64 at 16 kHz) scaled by sample_rate / 16 kHz.
+        fft_sizes: FFT sizes; empty = the reference sizes (2048 ... 64 at 16 kHz) times sample_rate / 16 kHz.
         overlap: window overlap (hop = size * (1 - overlap)).
         mag_weight: weight of the linear-magnitude term.
         logmag_weight: weight of the log-magnitude term.

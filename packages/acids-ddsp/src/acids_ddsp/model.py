@@ -1,14 +1,11 @@
 """The DDSP model: f0 + loudness frames → decoder → harmonic + noise synthesis → reverb → audio."""
 
-
-
 import torch
 from torch import nn
 
 from acids_ddsp.config import DDSPConfig
 from acids_ddsp.dsp import exp_sigmoid, hz_to_midi
 from acids_ddsp.synths import FilteredNoise, HarmonicSynth, Reverb
-
 
 
 def mlp(in_size: int, hidden: int, layers: int) -> nn.Sequential:
@@ -49,7 +46,7 @@ class Decoder(nn.Module):
     def scale_f0(self, f0: torch.Tensor) -> torch.Tensor:
         if self.f0_scale == "midi":
             return hz_to_midi(f0) / 127.0
-        # log2(f0 / 20 Hz) / log2(20 kHz / 20 Hz): 0 at 20 Hz, 1 at 20 kHz (literals: TorchScript has no globals)
+        # log2(f0 / 20 Hz) / log2(1000): 0 at 20 Hz, 1 at 20 kHz (a literal: TorchScript has no globals)
         return (torch.log2(f0.clamp(min=20.0) / 20.0) / 9.965784284662087).clamp(max=1.0)
 
     def scale_loudness(self, loudness_db: torch.Tensor) -> torch.Tensor:
@@ -90,7 +87,9 @@ class DDSP(nn.Module):
         self.harmonic = HarmonicSynth(cfg.sample_rate, cfg.hop, cfg.synth.n_harmonics)
         self.noise = FilteredNoise(cfg.hop, cfg.synth.n_noise_bands, cfg.synth.noise_seed)
         self.use_reverb = cfg.synth.reverb
-        self.reverb = Reverb(cfg.sample_rate, cfg.reverb_length, cfg.hop) if cfg.synth.reverb else nn.Identity()
+        self.reverb = (
+            Reverb(cfg.sample_rate, cfg.reverb_length, cfg.hop) if cfg.synth.reverb else nn.Identity()
+        )
         self.streaming = False
 
     def set_streaming(self, flag: bool) -> None:
@@ -106,7 +105,7 @@ class DDSP(nn.Module):
     def controls(
         self, f0: torch.Tensor, loudness: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Synthesizer controls of (B, F) frames: amplitude (B, F), harmonics (B, F, K), noise (B, F, n_bands)."""
+        """Controls of (B, F) frames: amplitude (B, F), harmonics (B, F, K), noise (B, F, n_bands)."""
         logits = self.decoder(f0, loudness)
         k = self.n_harmonics
         amplitude = exp_sigmoid(logits[..., 0])

@@ -6,7 +6,6 @@ filter tails, reverb tail) is carried across calls, and the concatenated output 
 Turning streaming on or off (``set_streaming``) starts from a fresh state.
 """
 
-
 import math
 
 import torch
@@ -48,7 +47,9 @@ class HarmonicSynth(nn.Module):
         self.n_harmonics = n_harmonics
         self.chunk_samples = chunk_samples
         self.streaming = False
-        self.register_buffer("harmonics", torch.arange(1, n_harmonics + 1, dtype=torch.float32), persistent=False)
+        self.register_buffer(
+            "harmonics", torch.arange(1, n_harmonics + 1, dtype=torch.float32), persistent=False
+        )
         self.register_buffer("ramp", torch.arange(1, hop + 1, dtype=torch.float32) / hop, persistent=False)
         self.register_buffer("phase", torch.zeros(0, 1, dtype=torch.float64), persistent=False)
         self.register_buffer("prev_f0", torch.zeros(0, 1), persistent=False)
@@ -76,11 +77,12 @@ class HarmonicSynth(nn.Module):
         if self.streaming and self.phase.shape[0] == b:
             prev_f0, prev_amp, prev_dist, phase0 = self.prev_f0, self.prev_amp, self.prev_dist, self.phase
         else:
-            # a signal starts on its first pitch and fades in from silence over its first frame
-            prev_f0 = f0[:, :1]
+            prev_f0 = torch.zeros_like(f0[:, :1])
             prev_amp = torch.zeros_like(amplitude[:, :1])
-            prev_dist = distribution[:, :1]
+            prev_dist = torch.zeros_like(distribution[:, :1])
             phase0 = torch.zeros(b, 1, dtype=torch.float64, device=f0.device)
+        # a stream (or a zeroed state) starts on its first pitch and fades in from silence over one frame
+        prev_f0 = torch.where(prev_f0 > 0, prev_f0, f0[:, :1])
 
         phase, last_phase = accumulate_phase(
             causal_ramp(f0, prev_f0, self.hop), self.sample_rate, phase0, self.hop
@@ -208,11 +210,23 @@ class Reverb(nn.Module):
         self.register_buffer("previous", torch.zeros(0, partition), persistent=False)
 
     def reset(self) -> None:
+        """Fresh streaming state; the IR spectra are computed here, once, when streaming is on (they are
+        constants of a stream, not state: forward never reassigns them once set)."""
         bins = self.partition + 1
         device = self.t.device
-        self.ir_spectra = torch.zeros(0, bins, dtype=torch.complex64, device=device)
         self.history = torch.zeros(0, 0, bins, dtype=torch.complex64, device=device)
         self.previous = torch.zeros(0, self.partition, device=device)
+        if self.streaming:
+            with torch.no_grad():
+                self.ir_spectra = self._ir_spectra()
+        else:
+            self.ir_spectra = torch.zeros(0, bins, dtype=torch.complex64, device=device)
+
+    def _ir_spectra(self) -> torch.Tensor:
+        p, n_parts = self.partition, self.n_parts
+        ir = nn.functional.pad(self.impulse_response().detach(), (0, n_parts * p - self.length))
+        # partition k of the IR zero-padded to 2p (overlap-save), oldest partition first
+        return torch.fft.rfft(ir.reshape(n_parts, p), 2 * p).flip(0)
 
     def impulse_response(self) -> torch.Tensor:
         """(length,) the wet impulse response (first sample 0)."""
@@ -230,10 +244,8 @@ class Reverb(nn.Module):
         p, n_parts = self.partition, self.n_parts
         if length % p:
             raise ValueError(f"streaming reverb needs blocks that are multiples of {p} samples, got {length}")
-        if self.ir_spectra.shape[0] == 0:
-            ir = nn.functional.pad(self.impulse_response().detach(), (0, n_parts * p - self.length))
-            # partition k of the IR, zero-padded to 2p (overlap-save)
-            self.ir_spectra = torch.fft.rfft(ir.reshape(n_parts, p), 2 * p).flip(0)  # oldest partition first
+        if self.ir_spectra.shape[0] == 0:  # streaming switched on without reset()
+            self.ir_spectra = self._ir_spectra()
         if self.previous.shape[0] != b:
             self.previous = x.new_zeros(b, p)
             self.history = torch.zeros(b, n_parts - 1, p + 1, dtype=torch.complex64, device=x.device)

@@ -1,0 +1,160 @@
+"""``acids-ddsp``: train, transfer, info. Parsing and I/O only; torch is imported inside the commands."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from acids_core.cli import AcidsGroup, verbosity_options
+from acids_core.config import config_options
+from acids_core.errors import DataError, MissingInput
+from acids_core.log import get_logger
+from acids_core.records import last_record, make_record, stdin_is_piped, write_record
+
+log = get_logger("acids_ddsp")
+
+
+def _config(config: str | None, overrides: tuple[str, ...]):
+    from acids_core.config import load
+    from acids_ddsp.config import PRESETS, DDSPConfig
+
+    return load(DDSPConfig, config, overrides, presets=PRESETS)
+
+
+@click.group(cls=AcidsGroup)
+@verbosity_options
+def main() -> None:
+    """DDSP instrument models: harmonic + noise + reverb synthesis driven by f0 and loudness."""
+
+
+@main.command()
+@click.argument("data", required=False)
+@click.option(
+    "-o", "--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Run directory."
+)
+@config_options
+@click.option("--steps", type=int, default=None, help="Training steps (default: the config's train.steps).")
+@click.option("--checkpoint-every", type=int, default=500, show_default=True)
+@click.option("--resume/--no-resume", default=True, show_default=True, help="Continue from OUT/last.ckpt.")
+@click.option("--no-reverb", is_flag=True, help="Same as --set synth.reverb=false.")
+@click.option("--tensorboard/--no-tensorboard", default=True, show_default=True)
+@click.option("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice).")
+def train(
+    data: str | None,
+    out_dir: str,
+    config: str | None,
+    overrides: tuple[str, ...],
+    steps: int | None,
+    checkpoint_every: int,
+    resume: bool,
+    no_reverb: bool,
+    tensorboard: bool,
+    threads: int | None,
+) -> None:
+    """Train on an acids-preprocess dataset (DATA or a piped `dataset` record); emit a `checkpoint` record."""
+    import torch
+
+    from acids_ddsp.train import train as run
+
+    if threads:
+        torch.set_num_threads(threads)
+
+    if data is None or data == "-":
+        if not stdin_is_piped() and data is None:
+            raise click.UsageError("give a dataset directory, or pipe a `dataset` record")
+        source = last_record(None, "dataset")
+    else:
+        source = data
+    cfg = _config(config, (*overrides, *(("synth.reverb=false",) if no_reverb else ())))
+    path = run(
+        cfg,
+        source,
+        out_dir,
+        resume=resume,
+        checkpoint_every=checkpoint_every,
+        tensorboard=tensorboard,
+        steps=steps,
+    )
+    write_record(make_record("checkpoint", path=str(Path(path).resolve()), format="acids-ddsp"))
+
+
+@main.command()
+@click.argument("model", type=click.Path(dir_okay=False))
+@click.argument("source", type=click.Path(dir_okay=False))
+@click.argument("dest", type=click.Path(dir_okay=False))
+@click.option("--pitch-shift", type=float, default=0.0, help="Semitones, after the automatic octave shift.")
+@click.option("--loudness-shift", type=float, default=0.0, help="dB, after loudness matching.")
+@click.option("--no-auto", is_flag=True, help="No octave shift, loudness matching or unvoiced attenuation.")
+def transfer(
+    model: str, source: str, dest: str, pitch_shift: float, loudness_shift: float, no_auto: bool
+) -> None:
+    """Resynthesise a monophonic recording SOURCE with the instrument MODEL into DEST (WAV)."""
+    import numpy as np
+    import soundfile as sf
+    import torch
+
+    from acids_data.audio import load as load_audio
+    from acids_data.features import compute_features
+    from acids_ddsp import checkpoint
+    from acids_ddsp.transfer import adjust
+
+    if not Path(source).exists():
+        raise MissingInput(f"{source}: no such file")
+    env = checkpoint.read(model)
+    cfg = checkpoint.config_of(env)
+    net = checkpoint.load(model)
+    x = load_audio(source, cfg.sample_rate, 1)  # (1, T)
+    feats = compute_features(x, cfg.sample_rate, cfg.hop, ["loudness", "f0"])
+    if feats["f0"].size == 0:
+        raise DataError(f"{source}: shorter than one frame ({cfg.hop} samples)")
+    f0, loudness, done = adjust(
+        feats["f0"],
+        feats["f0_confidence"],
+        feats["loudness"],
+        env["payload"].get("stats"),
+        auto=not no_auto,
+        pitch_shift=pitch_shift,
+        loudness_shift=loudness_shift,
+    )
+    log.info("adjustments: %s", done)
+    with torch.inference_mode():
+        audio = net(torch.from_numpy(f0)[None], torch.from_numpy(loudness)[None])[0, 0].numpy()
+    peak = float(np.abs(audio).max()) if audio.size else 0.0
+    if peak > 1.0:
+        log.warning("output peaks at %.2f: scaled to 0.99 (use --loudness-shift to lower it)", peak)
+        audio = audio * (0.99 / peak)
+    Path(dest).parent.mkdir(parents=True, exist_ok=True)
+    sf.write(dest, audio, cfg.sample_rate, subtype="FLOAT")
+    write_record(
+        make_record(
+            "audio",
+            path=str(Path(dest).resolve()),
+            sample_rate=cfg.sample_rate,
+            channels=1,
+            frames=int(audio.shape[-1]),
+            source=str(Path(source).resolve()),
+            adjustments=done,
+        )
+    )
+
+
+@main.command()
+@config_options
+@click.option("--model", "model_path", type=click.Path(dir_okay=False), default=None, help="A checkpoint.")
+def info(config: str | None, overrides: tuple[str, ...], model_path: str | None) -> None:
+    """Emit a `model` record: resolved config and parameter counts (of a preset or a checkpoint)."""
+    from acids_core.config import to_dict
+    from acids_ddsp import checkpoint
+    from acids_ddsp.model import DDSP, count_parameters
+
+    net = checkpoint.load(model_path) if model_path else DDSP(_config(config, overrides))
+    write_record(
+        make_record(
+            "model",
+            family="ddsp",
+            parameters=count_parameters(net),
+            decoder_parameters=count_parameters(net.decoder),
+            config=to_dict(net.cfg),
+        )
+    )

@@ -1,0 +1,106 @@
+"""CLI: train from a real (tiny) acids-preprocess dataset, bit-exact resume, transfer, info."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from acids_ddsp import checkpoint
+from acids_ddsp.cli import main
+
+PHRASE = Path("/work/shared/data/phrases/16000/violin_phrases.flac")
+TRAIN = [
+    "--config",
+    "tiny",
+    "--no-tensorboard",
+    "--set",
+    "train.batch_size=2",
+    "--set",
+    "train.crop_seconds=0.5",
+]
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    sf = pytest.importorskip("soundfile")
+    exe = Path(sys.executable).with_name("acids-preprocess")
+    if not exe.exists():
+        pytest.skip("acids-preprocess (acids-data) is not installed")
+    if not PHRASE.exists():
+        pytest.skip(f"{PHRASE} is not here")
+    root = tmp_path_factory.mktemp("ddsp_data")
+    x, sr = sf.read(PHRASE, start=2 * 16000, frames=8 * 16000, dtype="float32")
+    sf.write(root / "a.wav", x[: 4 * sr], sr)
+    sf.write(root / "b.wav", x[4 * sr :], sr)
+    args = [str(root / "a.wav"), str(root / "b.wav"), "-o", str(root / "data"), "--sample-rate", "16000"]
+    args += ["--chunk", "16384", "--feature-hop", "64", "-j", "1"]
+    result = subprocess.run([str(exe), *args], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    return root
+
+
+def _records(stdout: str) -> list[dict]:
+    return [json.loads(line) for line in stdout.splitlines() if line.strip()]
+
+
+def test_train_resumes_bit_for_bit_and_emits_a_checkpoint(dataset, tmp_path):
+    runner = CliRunner()
+    straight = runner.invoke(
+        main, ["train", str(dataset / "data"), "-o", str(tmp_path / "a"), "--steps", "4", *TRAIN]
+    )
+    assert straight.exit_code == 0, straight.output
+    (rec,) = _records(straight.stdout)
+    assert rec["kind"] == "checkpoint" and Path(rec["path"]).exists()
+    for steps in ("2", "4"):  # a run stopped after 2 steps, then continued
+        r = runner.invoke(
+            main, ["train", str(dataset / "data"), "-o", str(tmp_path / "b"), "--steps", steps, *TRAIN]
+        )
+        assert r.exit_code == 0, r.output
+    a = checkpoint.read(tmp_path / "a" / "last.ckpt")["payload"]
+    b = checkpoint.read(tmp_path / "b" / "last.ckpt")["payload"]
+    assert a["step"] == b["step"] == 4
+    for k, v in a["model"].items():
+        assert torch.equal(v, b["model"][k]), k
+    assert a["stats"]["voiced_frames"] > 0
+
+
+def test_transfer_writes_audio_and_a_record(dataset, tmp_path):
+    sf = pytest.importorskip("soundfile")
+    runner = CliRunner()
+    r = runner.invoke(
+        main, ["train", str(dataset / "data"), "-o", str(tmp_path / "run"), "--steps", "1", *TRAIN]
+    )
+    assert r.exit_code == 0, r.output
+    out = tmp_path / "out.wav"
+    r = runner.invoke(
+        main, ["transfer", str(tmp_path / "run" / "last.ckpt"), str(dataset / "a.wav"), str(out)]
+    )
+    assert r.exit_code == 0, r.output
+    (rec,) = _records(r.stdout)
+    assert rec["kind"] == "audio" and rec["frames"] == 4 * 16000
+    y, sr = sf.read(out)
+    assert sr == 16000 and len(y) == 4 * 16000 and np.isfinite(y).all()
+
+
+def test_transfer_missing_input_exits_66(tmp_path):
+    r = CliRunner().invoke(
+        main, ["transfer", str(tmp_path / "none.ckpt"), str(tmp_path / "none.wav"), "o.wav"]
+    )
+    assert r.exit_code == 66
+
+
+def test_info_counts_parameters():
+    r = CliRunner().invoke(main, ["info", "--config", "full"])
+    assert r.exit_code == 0, r.output
+    (rec,) = _records(r.stdout)
+    assert 4_000_000 < rec["parameters"] < 6_000_000
+
+
+def test_bad_config_key_is_a_usage_error():
+    r = CliRunner().invoke(main, ["info", "--config", "tiny", "--set", "synth.nope=1"])
+    assert r.exit_code == 2
