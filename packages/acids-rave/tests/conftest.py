@@ -46,3 +46,38 @@ def _real_audio(seconds: float, offset: float = 5.0, name: str = "violin") -> tu
 def real_audio():
     """A loader of the shared real recordings: ``real_audio(seconds, offset=5.0, name="violin")``."""
     return _real_audio
+
+
+@pytest.fixture
+def dataset(tmp_path, real_audio):
+    """A 48 kHz dataset (3 one-second files, chunks of 8192) made by acids-preprocess: its record."""
+    from click.testing import CliRunner
+
+    sf = pytest.importorskip("soundfile")
+    pytest.importorskip("acids_data.dataset")
+    from acids_data.cli import preprocess_cmd
+
+    audio = tmp_path / "audio"
+    audio.mkdir()
+    for i, name in enumerate(["violin", "cello", "flute"]):
+        x, sr = real_audio(1.0, offset=3.0 + i, name=name)
+        sf.write(str(audio / f"{name}.wav"), x[0, 0].numpy(), sr)
+    out = tmp_path / "data"
+    r = CliRunner().invoke(
+        preprocess_cmd,
+        [
+            str(audio),
+            "-o",
+            str(out),
+            "--sample-rate",
+            "48000",
+            "--chunk",
+            "8192",
+            "--features",
+            "none",
+            "-j",
+            "1",
+        ],
+    )
+    assert r.exit_code == 0, r.output
+    return r.stdout.strip().splitlines()[-1]  # the dataset record

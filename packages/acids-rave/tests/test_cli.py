@@ -19,38 +19,6 @@ def test_info_of_presets():
     assert r.exit_code == 66
 
 
-@pytest.fixture
-def dataset(tmp_path, real_audio):
-    sf = pytest.importorskip("soundfile")
-    pytest.importorskip("acids_data.dataset")
-    from acids_data.cli import preprocess_cmd
-
-    audio = tmp_path / "audio"
-    audio.mkdir()
-    for i, name in enumerate(["violin", "cello", "flute"]):
-        x, sr = real_audio(1.0, offset=3.0 + i, name=name)
-        sf.write(str(audio / f"{name}.wav"), x[0, 0].numpy(), sr)
-    out = tmp_path / "data"
-    r = CliRunner().invoke(
-        preprocess_cmd,
-        [
-            str(audio),
-            "-o",
-            str(out),
-            "--sample-rate",
-            "48000",
-            "--chunk",
-            "8192",
-            "--features",
-            "none",
-            "-j",
-            "1",
-        ],
-    )
-    assert r.exit_code == 0, r.output
-    return r.stdout.strip().splitlines()[-1]  # the dataset record
-
-
 def test_train_from_a_piped_record_then_resume(dataset, tmp_path):
     run = tmp_path / "run"
     args = [

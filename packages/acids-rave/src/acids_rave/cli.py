@@ -58,14 +58,17 @@ def _resolve_config(config: str | None, overrides: tuple[str, ...], flags: dict[
 @config_options
 @click.option("--max-steps", type=int, default=None, help="Total steps (default: the preset's).")
 @click.option("--phase1-steps", type=int, default=None, help="Steps before the adversarial phase.")
-@click.option("--batch", type=int, default=None)
+@click.option("--batch", type=int, default=None, help="Global batch size (split over torchrun ranks).")
 @click.option("--val-every", type=int, default=None)
 @click.option("--save-every", type=int, default=None)
 @click.option("--emit-every", type=int, default=0, help="Also emit a checkpoint record every N steps.")
-@click.option("--resume", is_flag=True, help="Continue OUT/last.ckpt (same step, optimizer and RNG state).")
+@click.option("--resume", is_flag=True, help="Continue OUT/last.ckpt (same step, optimizer and data position).")
 @click.option("--fidelity", type=float, default=0.95, show_default=True, help="Latent variance kept.")
 @click.option("--workers", type=int, default=0, show_default=True, help="DataLoader worker processes.")
-@click.option("--threads", type=int, default=None, help="torch intra-op threads.")
+@click.option("--threads", type=int, default=None, help="torch intra-op threads (per process).")
+@click.option(
+    "--device", default="auto", show_default=True, help="cpu, cuda, cuda:N; auto: cuda when available."
+)
 @verbosity_options
 def train_cmd(
     data: str | None,
@@ -82,21 +85,111 @@ def train_cmd(
     fidelity: float,
     workers: int,
     threads: int | None,
+    device: str,
 ) -> None:
     """Train RAVE (phase 1: VAE + spectral loss; phase 2: adversarial, encoder frozen).
 
     Emits one `checkpoint` record on stdout at the end (and every --emit-every steps); progress, loss
     and steps/s on stderr; OUT/metrics.jsonl always, TensorBoard scalars when tensorboard is installed.
+    Under `torchrun --nproc-per-node N` it trains data-parallel (DistributedDataParallel; gloo on CPU,
+    NCCL on GPU), each rank on 1/N of the global --batch; rank 0 alone writes files and records.
     """
-    import dataclasses
-
     import torch
 
-    from acids_core.config import to_toml
-    from acids_rave.train import Trainer, batches_forever
-
+    rank, world, local_rank = _dist_env()
     if threads:
         torch.set_num_threads(threads)
+    dev = _device(device, local_rank if world > 1 else None)
+    if world > 1:
+        import torch.distributed as dist
+
+        dist.init_process_group("nccl" if dev.type == "cuda" else "gloo")
+        if rank != 0:  # one voice on stderr
+            import logging
+
+            log.setLevel(logging.WARNING)
+    try:
+        _train(
+            data, out, config, overrides, max_steps, phase1_steps, batch, val_every, save_every,
+            emit_every, resume, fidelity, workers, dev, rank, world,
+        )  # fmt: skip
+    finally:
+        if world > 1:
+            import torch.distributed as dist
+
+            dist.destroy_process_group()
+
+
+def _dist_env() -> tuple[int, int, int]:
+    """(rank, world size, local rank) from torchrun's environment; (0, 1, 0) without it."""
+    import os
+
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    return int(os.environ.get("RANK", "0")), world, int(os.environ.get("LOCAL_RANK", "0"))
+
+
+def _device(spec: str, local_rank: int | None) -> Any:
+    import torch
+
+    if spec == "auto":
+        spec = "cuda" if torch.cuda.is_available() else "cpu"
+    dev = torch.device(spec)
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise UsageError("--device cuda: CUDA is not available")
+        if dev.index is None:
+            dev = torch.device("cuda", local_rank or 0)
+        torch.cuda.set_device(dev)
+    return dev
+
+
+def _shared_dataset_arg(data: str | None, world: int, rank: int) -> Any:
+    """The dataset argument; under torchrun rank 0 reads the piped record and sends it to the others."""
+    if world == 1:
+        return _dataset_arg(data)
+    import torch.distributed as dist
+
+    box: list[Any] = [None]
+    if rank == 0:
+        try:
+            box = [("ok", _dataset_arg(data))]
+        except UsageError as e:
+            box = [("usage", str(e))]
+        except DataError as e:
+            box = [("data", str(e))]
+    dist.broadcast_object_list(box, src=0)
+    kind, value = box[0]
+    if kind == "usage":
+        raise UsageError(value)
+    if kind == "data":
+        raise DataError(value)
+    return value
+
+
+def _train(
+    data: str | None,
+    out: Path,
+    config: str | None,
+    overrides: tuple[str, ...],
+    max_steps: int | None,
+    phase1_steps: int | None,
+    batch: int | None,
+    val_every: int | None,
+    save_every: int | None,
+    emit_every: int,
+    resume: bool,
+    fidelity: float,
+    workers: int,
+    device: Any,
+    rank: int,
+    world: int,
+) -> None:
+    import dataclasses
+
+    from acids_core.config import to_toml
+    from acids_rave.data import EpochBatches
+    from acids_rave.train import Trainer
+
     flags = {
         "max_steps": max_steps,
         "phase1_steps": phase1_steps,
@@ -105,10 +198,11 @@ def train_cmd(
         "save_every": save_every,
     }
     last = out / "last.ckpt"
+    main_rank = rank == 0
     if resume:
         if not last.is_file():
             raise MissingInput(f"{last}: nothing to resume")
-        trainer = Trainer.resume(last)
+        trainer = Trainer.resume(last, device, rank=rank, world_size=world)
         changes = {k: v for k, v in flags.items() if v is not None}
         cfg = dataclasses.replace(trainer.cfg, train=dataclasses.replace(trainer.cfg.train, **changes))
         trainer.cfg = cfg
@@ -116,17 +210,33 @@ def train_cmd(
     else:
         cfg = _resolve_config(config, overrides, flags)
         trainer = None
-    root_arg = _dataset_arg(data)
-    train_loader, valid_batches, cfg = _loaders(root_arg, cfg, workers, explicit=overrides)
+    root_arg = _shared_dataset_arg(data, world, rank)
+    train_set, valid_batches, analysis_batches, cfg = _loaders(root_arg, cfg, explicit=overrides)
     if trainer is None:
-        trainer = Trainer(cfg)
+        trainer = Trainer(cfg, device, rank=rank, world_size=world)
     elif cfg != trainer.cfg:
         raise UsageError("the dataset's sample rate or channels differ from the resumed run's")
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "config.toml").write_text(to_toml(cfg))
-    writer = _summary_writer(out)
-    metrics = open(out / "metrics.jsonl", "a", encoding="utf-8")
     t = cfg.train
+    try:
+        batches = EpochBatches(train_set, t.batch, rank=rank, world=world, seed=t.seed, workers=workers)
+    except ValueError as e:
+        raise DataError(f"the training split: {e}") from None
+    if world > 1:
+        log.info(f"data parallel: {world} ranks x {t.batch // world} items per step, on {device}")
+    writer = metrics = None
+    if main_rank:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "config.toml").write_text(to_toml(cfg))
+        writer = _summary_writer(out)
+        metrics_path = out / "metrics.jsonl"
+        if resume and metrics_path.is_file():  # drop the steps logged after the checkpoint (a crash)
+            kept = [
+                line
+                for line in metrics_path.read_text().splitlines()
+                if line.strip() and json.loads(line).get("step", 0) <= trainer.state.step
+            ]
+            metrics_path.write_text("".join(line + "\n" for line in kept))
+        metrics = open(metrics_path, "a", encoding="utf-8")
 
     def emit(path: Path) -> None:
         write_record(
@@ -140,33 +250,38 @@ def train_cmd(
             )
         )
 
-    it = batches_forever(train_loader)
+    it = batches.from_step(trainer.state.step)
     try:
-        with Progress(t.max_steps, desc="train", unit="steps") as progress:
+        with Progress(t.max_steps, desc="train", unit="steps", mode=None if main_rank else "off") as progress:
             progress.update(trainer.state.step)
             while trainer.state.step < t.max_steps:
                 logs = trainer.step(next(it))
                 step = trainer.state.step
+                if not main_rank:
+                    continue
                 if valid_batches and (step % t.val_every == 0 or step == t.max_steps):
                     logs["validation"] = trainer.validate(valid_batches)
                     log.info(f"step {step}: validation spectral distance {logs['validation']:.4g}")
                     _report_example(trainer, valid_batches[0], out, writer, step)
                 logs["step"] = step
                 metrics.write(json.dumps(logs) + "\n")
+                metrics.flush()
                 if writer is not None:
                     for k, v in logs.items():
                         writer.add_scalar(k, v, step)
                 progress.update(1, loss=logs["loss"], phase=int(logs["phase"]))
-                if step % t.save_every == 0:
+                if step % t.save_every == 0 or (emit_every and step % emit_every == 0):
                     trainer.save(last)
                 if emit_every and step % emit_every == 0:
-                    trainer.save(last)
                     emit(last)
     finally:
-        metrics.close()
+        if metrics is not None:
+            metrics.close()
         if writer is not None:
             writer.close()
-    dims = trainer.analyse_latent(_take(train_loader, 32), fidelity)
+    if not main_rank:
+        return
+    dims = trainer.analyse_latent(analysis_batches, fidelity)
     log.info(f"latent analysis: {dims} of {cfg.latent_size} dims keep {fidelity:.0%} of the variance")
     trainer.save(last)
     emit(last)
@@ -188,25 +303,19 @@ def _report_example(trainer: Any, batch: Any, out: Path, writer: Any, step: int)
             writer.add_image("validation/spectrograms", mpimg.imread(png), step, dataformats="HWC")
 
 
-def _take(loader: Any, n: int) -> list[Any]:
-    out = []
-    for b in loader:
-        out.append(b)
-        if len(out) >= n:
-            break
-    return out
+def _loaders(root_arg: Any, cfg: Any, explicit: tuple[str, ...]) -> tuple[Any, list[Any], list[Any], Any]:
+    """Training dataset, validation batches, latent-analysis batches, the config fitted to the data.
 
-
-def _loaders(root_arg: Any, cfg: Any, workers: int, explicit: tuple[str, ...]) -> tuple[Any, list[Any], Any]:
-    """DataLoader of training crops, a fixed list of validation batches, the config fitted to the data."""
+    Validation and analysis batches are fixed (crops of epoch 0, no gain), the same on every rank.
+    """
     import dataclasses
-
-    import torch
 
     try:
         from acids_data.dataset import ChunkDataset
     except ImportError as e:  # acids-data without its torch reader
         raise UsageError(f"acids-data's torch reader is unavailable: {e}") from None
+    from acids_rave.data import collate_audio
+
     t = cfg.train
     train = ChunkDataset(root_arg, keys=["audio"], crop=None, gain_db=None, split=None)
     sr, channels, chunk = train.sample_rate, train.channels, train.chunk
@@ -231,29 +340,20 @@ def _loaders(root_arg: Any, cfg: Any, workers: int, explicit: tuple[str, ...]) -
     common = {"keys": ["audio"], "crop": t.n_signal, "valid_fraction": t.valid_fraction, "seed": t.seed}
     train = ChunkDataset(root_arg, gain_db=t.gain_db, split="train", **common)
     valid = ChunkDataset(root_arg, gain_db=None, split="valid", **common)
+    fixed = ChunkDataset(root_arg, gain_db=None, split="train", **common)
     valid.set_epoch(0)
+    fixed.set_epoch(0)
     if len(train) == 0:
         raise DataError("the training split of the dataset is empty")
-    loader = torch.utils.data.DataLoader(
-        train,
-        batch_size=min(t.batch, len(train)),
-        shuffle=True,
-        drop_last=True,
-        num_workers=workers,
-        collate_fn=_collate,
-    )
-    valid_batches = [
-        _collate([valid[j] for j in range(i, min(i + t.batch, len(valid)))])
-        for i in range(0, min(len(valid), 64), t.batch)
-    ]
+
+    def fixed_batches(ds: Any, limit: int) -> list[Any]:
+        n = min(len(ds), limit)
+        return [collate_audio([ds[j] for j in range(i, min(i + t.batch, n))]) for i in range(0, n, t.batch)]
+
+    valid_batches = fixed_batches(valid, 64)
+    analysis_batches = fixed_batches(fixed, 32 * t.batch)
     log.info(f"data: {len(train)} training and {len(valid)} validation chunks at {sr} Hz")
-    return loader, valid_batches, cfg
-
-
-def _collate(items: list[dict[str, Any]]) -> Any:
-    import torch
-
-    return torch.stack([i["audio"] for i in items])
+    return train, valid_batches, analysis_batches, cfg
 
 
 def _summary_writer(out: Path) -> Any:

@@ -1,6 +1,14 @@
-"""Losses (pure functions of tensors): multi-scale spectral distance, hinge GAN, feature matching."""
+"""Losses (pure functions of tensors): multi-scale spectral distance, hinge GAN, feature matching.
+
+Every loss is a mean over the batch, so data-parallel training (each rank a slice of the batch, gradients
+averaged) equals training on the whole batch. The two relative terms divide by a batch statistic of the
+target; ``mean_across`` (data-parallel training passes an all-reduce mean over ranks) makes that
+statistic the one of the global batch. Without it (one process) it is the identity.
+"""
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import torch
 from torch.nn import functional as F
@@ -24,18 +32,30 @@ def stft_magnitude(x: torch.Tensor, n_fft: int) -> torch.Tensor:
     return spec.abs()
 
 
+MeanAcross = Callable[[torch.Tensor], torch.Tensor]
+
+
 def spectral_distance(
-    x: torch.Tensor, y: torch.Tensor, scales: tuple[int, ...] | list[int], epsilon: float = 1e-7
+    x: torch.Tensor,
+    y: torch.Tensor,
+    scales: tuple[int, ...] | list[int],
+    epsilon: float = 1e-7,
+    mean_across: MeanAcross | None = None,
 ) -> torch.Tensor:
     """Multi-scale spectral distance between target ``x`` and estimate ``y`` (both (B, C, T)).
 
     Sum over STFT sizes of the relative squared error of magnitudes, ‖X − Y‖² / ‖X‖², plus the mean
-    absolute difference of log magnitudes. Zero when ``y == x``.
+    absolute difference of log magnitudes. Zero when ``y == x``. ``mean_across``: see the module docstring.
     """
+    mags = [(stft_magnitude(x, n), stft_magnitude(y, n)) for n in scales]
+    with torch.no_grad():
+        energy = torch.stack([mx.pow(2).mean() for mx, _ in mags])
+        if mean_across is not None:
+            energy = mean_across(energy)
+        energy = energy.clamp_min(1e-12)
     total = x.new_zeros(())
-    for n_fft in scales:
-        mx, my = stft_magnitude(x, n_fft), stft_magnitude(y, n_fft)
-        total = total + (mx - my).pow(2).mean() / mx.pow(2).mean().clamp_min(1e-12)
+    for (mx, my), e in zip(mags, energy, strict=True):
+        total = total + (mx - my).pow(2).mean() / e
         total = total + (torch.log(mx + epsilon) - torch.log(my + epsilon)).abs().mean()
     return total
 
@@ -50,7 +70,11 @@ def hinge_generator(fake: torch.Tensor) -> torch.Tensor:
 
 
 def feature_matching(
-    real: list[torch.Tensor], fake: list[torch.Tensor], relative: bool = True, skip: int = 1
+    real: list[torch.Tensor],
+    fake: list[torch.Tensor],
+    relative: bool = True,
+    skip: int = 1,
+    mean_across: MeanAcross | None = None,
 ) -> torch.Tensor:
     """L1 between discriminator features of real and generated audio, averaged over layers.
 
@@ -60,11 +84,15 @@ def feature_matching(
     pairs = list(zip(real, fake, strict=True))[skip:]
     if not pairs:
         return real[0].new_zeros(())
+    scale = None
+    if relative:
+        with torch.no_grad():
+            scale = torch.stack([r.abs().mean() for r, _ in pairs])
+            if mean_across is not None:
+                scale = mean_across(scale)
+            scale = scale.clamp_min(1e-8)
     total = real[0].new_zeros(())
-    for r, f in pairs:
-        r = r.detach()
-        d = (r - f).abs().mean()
-        if relative:
-            d = d / r.abs().mean().clamp_min(1e-8)
-        total = total + d
+    for i, (r, f) in enumerate(pairs):
+        d = (r.detach() - f).abs().mean()
+        total = total + (d / scale[i] if scale is not None else d)
     return total / len(pairs)

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
 from acids_rave import checkpoint
 from acids_rave.config import RaveConfig
@@ -42,36 +43,22 @@ class TrainState:
     history: list[dict[str, float]] = field(default_factory=list)
 
 
-class Trainer:
-    """Holds the model, discriminator and optimizers of one run; :meth:`step` takes one batch (B, C, T)."""
+class _Autoencoder(nn.Module):
+    """The generator side of a step as one ``forward`` (what DistributedDataParallel wraps).
 
-    def __init__(self, cfg: RaveConfig, device: str | torch.device = "cpu"):
-        self.cfg = cfg
-        self.device = torch.device(device)
-        torch.manual_seed(cfg.train.seed)
-        self.model = Rave(cfg).to(self.device)
-        self.discriminator = Discriminator(cfg.discriminator, cfg.channels).to(self.device)
-        t = cfg.train
-        gen_params = list(self.model.encoder.parameters()) + list(self.model.decoder.parameters())
-        self.opt_g = torch.optim.Adam(gen_params, lr=t.lr, betas=t.betas)
-        self.opt_d = torch.optim.Adam(self.discriminator.parameters(), lr=t.lr, betas=t.betas)
-        self.state = TrainState()
+    Batch (B, C, T) and reparametrisation noise (B, latent, F) -> target and reconstruction, as bands
+    and as audio, with the posterior. With ``frozen_encoder`` the encoder runs without gradient.
+    """
 
-    @property
-    def phase(self) -> int:
-        return 1 if self.state.step < self.cfg.train.phase1_steps else 2
+    def __init__(self, model: Rave):
+        super().__init__()
+        self.model = model
 
-    def _enter_phase(self) -> None:
-        if self.phase == 2:
-            self.model.encoder.eval()  # frozen, BatchNorm statistics included
-            self.model.encoder.requires_grad_(False)
-            self.model.decoder.noise_gain.fill_(1.0)
-
-    def _reconstruct(self, x: torch.Tensor, frozen_encoder: bool) -> dict[str, torch.Tensor]:
+    def forward(self, x: torch.Tensor, noise: torch.Tensor, frozen_encoder: bool) -> dict[str, torch.Tensor]:
         m = self.model
-        with torch.set_grad_enabled(not frozen_encoder):
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not frozen_encoder):
             mean, std = m.posterior(x)
-            z = mean + std * torch.randn_like(std)
+            z = mean + std * noise
         x_bands = m.pqmf(x)
         y_bands = m.decode_bands(z)
         return {
@@ -83,37 +70,116 @@ class Trainer:
             "y": m.pqmf.inverse(y_bands),
         }
 
+
+class Trainer:
+    """Holds the model, discriminator and optimizers of one run; :meth:`step` takes one batch (B, C, T).
+
+    Data parallel: with ``world_size > 1`` (a ``torch.distributed`` process group must be initialised)
+    each rank passes its share of the global batch of ``world_size * B`` items, interleaved as
+    ``DistributedSampler`` deals them (rank r holds global items r, r + world_size, ...); the autoencoder and the discriminator are wrapped in
+    DistributedDataParallel and the relative losses use global-batch statistics, so the run follows the
+    single-process run on the global batch. The reparametrisation noise is drawn for the global batch
+    from a generator seeded by ``(train.seed, step)`` and sliced, so it does not depend on the rank
+    count either (nor on the global RNG: resuming is exact).
+    """
+
+    def __init__(
+        self,
+        cfg: RaveConfig,
+        device: str | torch.device = "cpu",
+        *,
+        rank: int = 0,
+        world_size: int = 1,
+    ):
+        self.cfg = cfg
+        self.device = torch.device(device)
+        self.rank, self.world_size = rank, world_size
+        torch.manual_seed(cfg.train.seed)
+        self.model = Rave(cfg).to(self.device)
+        self.discriminator = Discriminator(cfg.discriminator, cfg.channels).to(self.device)
+        if world_size > 1 and self.device.type == "cuda":
+            self.model = nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
+        t = cfg.train
+        gen_params = list(self.model.encoder.parameters()) + list(self.model.decoder.parameters())
+        self.opt_g = torch.optim.Adam(gen_params, lr=t.lr, betas=t.betas)
+        self.opt_d = torch.optim.Adam(self.discriminator.parameters(), lr=t.lr, betas=t.betas)
+        self.state = TrainState()
+        self._autoencoder: nn.Module = _Autoencoder(self.model)
+        self._disc: nn.Module = self.discriminator
+        self._wrapped_phase = 0
+
+    @property
+    def phase(self) -> int:
+        return 1 if self.state.step < self.cfg.train.phase1_steps else 2
+
+    def _enter_phase(self) -> None:
+        if self.phase == 2:
+            self.model.encoder.eval()  # frozen, BatchNorm statistics included
+            self.model.encoder.requires_grad_(False)
+            self.model.decoder.noise_gain.fill_(1.0)
+        if self.world_size > 1 and self._wrapped_phase != self.phase:
+            self._wrap()
+
+    def _wrap(self) -> None:
+        """(Re)build the DDP wrappers: DDP reduces the parameters that require grad at construction."""
+        from torch.nn.parallel import DistributedDataParallel as DDP
+
+        ids = [self.device.index] if self.device.type == "cuda" else None
+        # in phase 1 the noise branch (off) has no gradient
+        unused = self.phase == 1 and self.cfg.decoder.noise.enabled
+        self._autoencoder = DDP(_Autoencoder(self.model), device_ids=ids, find_unused_parameters=unused)
+        if self._disc is self.discriminator:
+            self._disc = DDP(self.discriminator, device_ids=ids)
+        self._wrapped_phase = self.phase
+
+    def _mean_across(self, x: torch.Tensor) -> torch.Tensor:
+        """Mean of ``x`` over the ranks (identity in one process)."""
+        if self.world_size == 1:
+            return x
+        import torch.distributed as dist
+
+        x = x.detach().clone()
+        dist.all_reduce(x)
+        return x / self.world_size
+
+    def _noise(self, b: int, shape: tuple[int, ...]) -> torch.Tensor:
+        g = torch.Generator().manual_seed(self.cfg.train.seed * 1_000_003 + self.state.step)
+        full = torch.randn((b * self.world_size, *shape), generator=g)
+        return full[self.rank :: self.world_size].to(self.device)
+
     def _spectral(self, r: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        lc = self.cfg.loss
-        mb = spectral_distance(r["x_bands"], r["y_bands"], lc.multiband_scales, lc.log_epsilon)
-        fb = spectral_distance(r["x"], r["y"], lc.scales, lc.log_epsilon)
+        lc, mean = self.cfg.loss, self._mean_across
+        mb = spectral_distance(r["x_bands"], r["y_bands"], lc.multiband_scales, lc.log_epsilon, mean)
+        fb = spectral_distance(r["x"], r["y"], lc.scales, lc.log_epsilon, mean)
         return mb, fb
 
     def step(self, x: torch.Tensor) -> dict[str, float]:
-        """One optimisation step on a batch (B, C, T); returns the logged losses."""
+        """One optimisation step on a batch (B, C, T) (this rank's slice); returns the logged losses."""
         x = x.to(self.device)
         cfg, t = self.cfg, self.cfg.train
         self.model.train()
         self._enter_phase()
         phase = self.phase
-        logs: dict[str, float] = {"phase": float(phase)}
-        r = self._reconstruct(x, frozen_encoder=phase == 2)
+        logs: dict[str, torch.Tensor] = {}
+        frames = x.shape[-1] // self.model.compression_ratio
+        noise = self._noise(x.shape[0], (cfg.latent_size, frames))
+        r = self._autoencoder(x, noise, phase == 2)
         mb, fb = self._spectral(r)
         loss = mb + fb
         if phase == 1:
             kl = kl_divergence(r["mean"], r["std"])
             beta = beta_at(cfg, self.state.step)
             loss = loss + beta * kl
-            logs.update(kl=kl.item(), beta=beta)
+            logs["kl"] = kl.detach()
         else:
             if (self.state.step - t.phase1_steps) % t.update_discriminator_every == 0:
-                d_real = self.discriminator(r["x"])
-                d_fake = self.discriminator(r["y"].detach())
-                loss_d = sum(hinge_discriminator(a[-1], b[-1]) for a, b in zip(d_real, d_fake, strict=True))
+                b = x.shape[0]
+                both = self._disc(torch.cat([r["x"], r["y"].detach()]))
+                loss_d = sum(hinge_discriminator(f[-1][:b], f[-1][b:]) for f in both)
                 self.opt_d.zero_grad(set_to_none=True)
                 loss_d.backward()
                 self.opt_d.step()
-                logs["discriminator"] = loss_d.item()
+                logs["discriminator"] = loss_d.detach()
             self.discriminator.requires_grad_(False)
             with torch.no_grad():
                 f_real = self.discriminator(r["x"])
@@ -121,19 +187,23 @@ class Trainer:
             self.discriminator.requires_grad_(True)
             adv = sum(hinge_generator(f[-1]) for f in f_fake)
             fm = sum(
-                feature_matching(a, b, cfg.loss.relative_feature_matching)
+                feature_matching(a, b, cfg.loss.relative_feature_matching, mean_across=self._mean_across)
                 for a, b in zip(f_real, f_fake, strict=True)
             )
             loss = loss + cfg.loss.adversarial * adv + cfg.loss.feature_matching * fm
-            logs.update(adversarial=adv.item(), feature_matching=fm.item())
+            logs.update(adversarial=adv.detach(), feature_matching=fm.detach())
         self.opt_g.zero_grad(set_to_none=True)
         loss.backward()
         if t.grad_clip is not None:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), t.grad_clip)
         self.opt_g.step()
-        logs.update(loss=loss.item(), multiband=mb.item(), fullband=fb.item())
+        logs.update(loss=loss.detach(), multiband=mb.detach(), fullband=fb.detach())
+        values = self._mean_across(torch.stack(list(logs.values())).float()).tolist()
+        out = {"phase": float(phase), **dict(zip(logs, values, strict=True))}
+        if phase == 1:
+            out["beta"] = beta
         self.state.step += 1
-        return logs
+        return out
 
     @torch.no_grad()
     def validate(self, batches: Iterable[torch.Tensor]) -> float:
@@ -179,13 +249,15 @@ class Trainer:
         )
 
     @classmethod
-    def resume(cls, path: str | Path, device: str | torch.device = "cpu") -> Trainer:
+    def resume(
+        cls, path: str | Path, device: str | torch.device = "cpu", *, rank: int = 0, world_size: int = 1
+    ) -> Trainer:
         """Rebuild a trainer exactly as it was saved (weights, optimizers, step, RNG)."""
-        model, env = checkpoint.load(path)
+        model, env = checkpoint.load(path, map_location=device)
         p = env["payload"]
         if "optimizers" not in p:
             raise ValueError(f"{path} is not a resumable training checkpoint (no optimizer state)")
-        trainer = cls(model.config, device)
+        trainer = cls(model.config, device, rank=rank, world_size=world_size)
         trainer.model.load_state_dict(p["model"])
         trainer.discriminator.load_state_dict(p["discriminator"])
         trainer.opt_g.load_state_dict(p["optimizers"]["generator"])
