@@ -367,3 +367,22 @@ def test_help_has_examples_and_needs_no_torch():
     assert res.exit_code == 0 and "Examples:" in res.stdout
     code = "import sys; import acids_data.cli; assert 'torch' not in sys.modules, 'torch imported'"
     subprocess.run([sys.executable, "-c", code], check=True, env={**os.environ})
+
+
+def test_trim_db_removes_leading_and_trailing_silence(shared_data, tmp_path):
+    x, sr = sf.read(shared_data / "phrases" / "16000" / "cello_phrases.flac", dtype="float32")
+    loud = int(np.argmax(np.abs(x[: 20 * sr])))
+    sound = x[max(0, loud - sr) : loud + 2 * sr]
+    padded = np.concatenate([np.zeros(3 * sr, np.float32), sound, np.zeros(3 * sr, np.float32)])
+    d = tmp_path / "in"
+    d.mkdir()
+    sf.write(d / "quiet-edges.wav", padded, sr)
+    common = ["--sample-rate", 16000, "--chunk", 4096, "--features", "none", "--pad", "skip"]
+    plain = _run([d, "-o", tmp_path / "plain", *common])
+    trimmed = _run([d, "-o", tmp_path / "trimmed", *common, "--trim-db", -60])
+    assert plain.exit_code == 0 and trimmed.exit_code == 0, trimmed.stderr
+    n_plain, n_trim = json.loads(plain.stdout)["chunks"], json.loads(trimmed.stdout)["chunks"]
+    assert n_plain == len(padded) // 4096
+    assert n_trim <= len(sound) // 4096 + 1 < n_plain  # the 6 s of digital silence are gone
+    first = ShardReader(tmp_path / "trimmed")[0]["audio"]
+    assert np.sqrt(np.mean(first**2)) > 1e-3  # the first chunk already holds sound

@@ -165,28 +165,26 @@ def plot(root: Path, out: Path, seed: int = 0) -> Path:
     win = np.hanning(n_fft).astype(np.float32)
     frames = np.lib.stride_tricks.sliding_window_view(np.pad(x, (n_fft // 2, n_fft // 2)), n_fft)[::hop]
     spec = 20 * np.log10(np.abs(np.fft.rfft(frames * win, axis=-1)).T + 1e-6)
-    t_max = len(x) / sr
-    ax_spec.imshow(
-        spec,
-        origin="lower",
-        aspect="auto",
-        extent=(0, t_max, 0, sr / 2),
-        cmap="magma",
-        vmin=spec.max() - 90,
-        vmax=spec.max(),
+    # log-frequency axis: the harmonics and the f0 track stay readable from bass to treble
+    times = np.arange(spec.shape[1]) * hop / sr
+    freqs = np.fft.rfftfreq(n_fft, 1 / sr)
+    keep = freqs >= 30
+    ax_spec.pcolormesh(
+        times, freqs[keep], spec[keep], shading="auto", cmap="magma", vmin=spec.max() - 90, vmax=spec.max()
     )
+    ax_spec.set_yscale("log")
     if "f0" in item:
         fh = m["feature_hop"]
         t = (np.arange(len(item["f0"])) + 0.5) * fh / sr
-        voiced = item["f0_confidence"] >= 0.5
-        ax_spec.plot(t[voiced], item["f0"][voiced], ".", ms=2, color="#7fdbff", label="f0 (voiced)")
+        f0_track = np.where(item["f0_confidence"] >= 0.5, item["f0"], np.nan)
+        ax_spec.plot(t, f0_track, "-", lw=2.0, color="#39e1ff", label="f0 (voiced frames)")
         ax_spec.legend(loc="upper right")
     src, index, start = reader.source(i)
     ax_spec.set(
         title=f"chunk {i}: {Path(src).name} chunk {index} (from {start / sr:.2f} s)",
         xlabel="time (s)",
-        ylabel="Hz",
-        ylim=(0, min(sr / 2, 8000)),
+        ylabel="Hz (log)",
+        ylim=(30, min(sr / 2, 12000)),
     )
     fig.suptitle(f"{Path(root).resolve().name}: {len(reader)} chunks at {sr} Hz")
     fig.tight_layout()
