@@ -1,0 +1,445 @@
+# ruff: noqa: UP031, T201
+"""acids-deploy board agent: the only code acids-deploy runs on a board besides the bundle's runner.
+
+Written for the oldest board Python (3.6 on JetPack 4): standard library only; no f-strings, no
+dataclasses, no ``subprocess.run(capture_output=...)``, no walrus. Every command prints one JSON object on
+stdout and exits 0; failures exit with a code below and {"error": ...}.
+
+Layout under ROOT (the board's install_dir)::
+
+    .acids/agent-<sha>.py   this file, content-addressed
+    .acids/history          release ids, one per line, the last one is current
+    incoming/<tar sha>.tar.part     upload in progress (resumable)
+    releases/<id>/          unpacked, verified releases
+    current -> releases/<id>
+    engine-cache/<key>.plan TensorRT engines, keyed by (onnx sha256, TensorRT version, device, precision)
+    logs/deploy.log         JSON lines, one per event
+"""
+
+import hashlib
+import json
+import os
+import platform
+import posixpath
+import shutil
+import subprocess
+import sys
+import tarfile
+import time
+
+EXIT_ERROR = 5
+EXIT_CHECKSUM = 3
+EXIT_UNSAFE = 4
+CHUNK = 1 << 20
+
+
+class AgentError(Exception):
+    def __init__(self, message, code=EXIT_ERROR):
+        Exception.__init__(self, message)
+        self.code = code
+
+
+def sha256_file(path):
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while True:
+            block = f.read(CHUNK)
+            if not block:
+                break
+            h.update(block)
+    return h.hexdigest()
+
+
+def log_event(root, event, **fields):
+    fields["event"] = event
+    fields["time"] = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime())
+    try:
+        os.makedirs(os.path.join(root, "logs"), exist_ok=True)
+        with open(os.path.join(root, "logs", "deploy.log"), "a") as f:
+            f.write(json.dumps(fields, sort_keys=True) + "\n")
+    except OSError:
+        pass
+
+
+def check_id(release_id):
+    """A release id is a plain name: no slash, no dot-dot, nothing a shell or a path could misread."""
+    ok = release_id and all(c.isalnum() or c in "-_." for c in release_id)
+    if not ok or release_id.startswith("."):
+        raise AgentError("invalid release id %r" % (release_id,))
+    return release_id
+
+
+def releases_dir(root):
+    return os.path.join(root, "releases")
+
+
+def current_release(root):
+    link = os.path.join(root, "current")
+    if not os.path.islink(link):
+        return None
+    return os.path.basename(os.readlink(link).rstrip("/"))
+
+
+def read_history(root):
+    path = os.path.join(root, ".acids", "history")
+    if not os.path.exists(path):
+        return []
+    with open(path) as f:
+        return [line.strip() for line in f if line.strip()]
+
+
+def write_history(root, ids):
+    path = os.path.join(root, ".acids", "history")
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        f.write("".join(i + "\n" for i in ids[-50:]))
+        f.flush()
+        os.fsync(f.fileno())
+    os.rename(tmp, path)
+
+
+def list_releases(root):
+    d = releases_dir(root)
+    if not os.path.isdir(d):
+        return []
+    names = [n for n in os.listdir(d) if not n.startswith(".") and os.path.isdir(os.path.join(d, n))]
+    return sorted(names, key=lambda n: os.path.getmtime(os.path.join(d, n)))
+
+
+def verify_release(path):
+    """Check every file of the release against its manifest; return a problem string or None."""
+    manifest_path = os.path.join(path, "manifest.json")
+    if not os.path.isfile(manifest_path):
+        return "no manifest.json"
+    with open(manifest_path) as f:
+        manifest = json.load(f)
+    files = manifest.get("files", {})
+    for rel, info in sorted(files.items()):
+        full = os.path.join(path, rel)
+        if not os.path.isfile(full):
+            return "missing file %s" % rel
+        if os.path.getsize(full) != info["size"] or sha256_file(full) != info["sha256"]:
+            return "checksum mismatch: %s" % rel
+    for dirpath, _dirs, names in os.walk(path):
+        for name in names:
+            if name.endswith(".plan") and os.path.islink(os.path.join(dirpath, name)):
+                continue  # the link to a TensorRT engine built on this board
+            rel = os.path.relpath(os.path.join(dirpath, name), path).replace(os.sep, "/")
+            if rel != "manifest.json" and rel not in files and not rel.startswith("__pycache__"):
+                if "/__pycache__/" not in "/" + rel and not rel.startswith("state/"):
+                    return "unexpected file %s" % rel
+    return None
+
+
+def safe_member_name(name):
+    """The member's normalised relative path, or AgentError when it could land outside the release."""
+    if not name or "\\" in name or "\x00" in name:
+        raise AgentError("unsafe archive member %r" % (name,), EXIT_UNSAFE)
+    if name.startswith("/"):
+        raise AgentError("unsafe archive member %r: absolute path" % (name,), EXIT_UNSAFE)
+    norm = posixpath.normpath(name)
+    parts = norm.split("/")
+    if norm in (".", "") or ".." in parts or ".." in name.split("/"):
+        raise AgentError("unsafe archive member %r: goes outside the release" % (name,), EXIT_UNSAFE)
+    return norm
+
+
+def safe_extract(tar_path, dest):
+    """Unpack regular files and directories only, each checked to stay inside ``dest``."""
+    real_dest = os.path.realpath(dest)
+    count = 0
+    with tarfile.open(tar_path, "r:") as tf:
+        members = tf.getmembers()
+        for m in members:  # check everything before writing anything
+            safe_member_name(m.name)
+            if not (m.isfile() or m.isdir()):
+                raise AgentError("unsafe archive member %r: links and devices are refused" % (m.name,), 4)
+        for m in members:
+            rel = safe_member_name(m.name)
+            target = os.path.join(real_dest, rel)
+            parent = os.path.realpath(os.path.dirname(target))
+            if parent != real_dest and not parent.startswith(real_dest + os.sep):
+                raise AgentError("unsafe archive member %r: resolves outside" % (m.name,), EXIT_UNSAFE)
+            if m.isdir():
+                if not os.path.isdir(target):
+                    os.makedirs(target, 0o755)
+                continue
+            if not os.path.isdir(parent):
+                os.makedirs(parent, 0o755)
+            mode = 0o755 if m.mode & 0o111 else 0o644
+            fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+            with os.fdopen(fd, "wb") as out:
+                src = tf.extractfile(m)
+                shutil.copyfileobj(src, out, CHUNK)
+            count += 1
+    return count
+
+
+def rmtree_quiet(path):
+    if os.path.isdir(path) and not os.path.islink(path):
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def cmd_probe(root, tar_sha, release_id):
+    release_id = check_id(release_id)
+    part = os.path.join(root, "incoming", tar_sha + ".tar.part")
+    rel = os.path.join(releases_dir(root), release_id)
+    out = {
+        "current": current_release(root),
+        "releases": list_releases(root),
+        "history": read_history(root)[-5:],
+        "part_size": os.path.getsize(part) if os.path.isfile(part) else 0,
+        "release_exists": os.path.isdir(rel),
+        "release_problem": None,
+        "python": platform.python_version(),
+        "machine": platform.machine(),
+    }
+    if out["release_exists"]:
+        out["release_problem"] = verify_release(rel)
+    return out
+
+
+def cmd_status(root):
+    out = {
+        "current": current_release(root),
+        "releases": list_releases(root),
+        "history": read_history(root)[-10:],
+        "python": platform.python_version(),
+        "machine": platform.machine(),
+    }
+    cur = out["current"]
+    if cur:
+        out["current_problem"] = verify_release(os.path.join(releases_dir(root), cur))
+    return out
+
+
+def cmd_install(root, tar_sha, release_id):
+    """Check the uploaded tar's sha256, unpack it into releases/<id> (verified), drop the tar."""
+    release_id = check_id(release_id)
+    incoming = os.path.join(root, "incoming")
+    part = os.path.join(incoming, tar_sha + ".tar.part")
+    if not os.path.isfile(part):
+        raise AgentError("no upload at %s" % part)
+    got = sha256_file(part)
+    if got != tar_sha:
+        os.remove(part)  # a corrupt upload is never resumed
+        log_event(root, "checksum-mismatch", expected=tar_sha, got=got)
+        raise AgentError(
+            "checksum mismatch of the upload: expected %s, got %s" % (tar_sha, got), EXIT_CHECKSUM
+        )
+    rdir = releases_dir(root)
+    os.makedirs(rdir, exist_ok=True)
+    final = os.path.join(rdir, release_id)
+    tmp = os.path.join(rdir, "." + release_id + ".tmp")
+    rmtree_quiet(tmp)
+    os.makedirs(tmp)
+    try:
+        count = safe_extract(part, tmp)
+        problem = verify_release(tmp)
+        if problem:
+            raise AgentError("release %s does not match its manifest: %s" % (release_id, problem), 3)
+    except AgentError as e:
+        rmtree_quiet(tmp)
+        os.remove(part)
+        log_event(root, "install-refused", release=release_id, reason=str(e))
+        raise
+    if os.path.isdir(final):  # a damaged copy of the same release: replace it
+        trash = os.path.join(rdir, "." + release_id + ".old")
+        rmtree_quiet(trash)
+        os.rename(final, trash)
+        rmtree_quiet(trash)
+    os.rename(tmp, final)
+    os.remove(part)
+    log_event(root, "installed", release=release_id, files=count)
+    return {"installed": release_id, "files": count}
+
+
+def switch_to(root, release_id):
+    release_id = check_id(release_id)
+    if not os.path.isdir(os.path.join(releases_dir(root), release_id)):
+        raise AgentError("no release %s on this board" % release_id)
+    previous = current_release(root)
+    tmp_link = os.path.join(root, ".current.tmp")
+    if os.path.lexists(tmp_link):
+        os.remove(tmp_link)
+    os.symlink(os.path.join("releases", release_id), tmp_link)
+    os.rename(tmp_link, os.path.join(root, "current"))  # atomic replacement of the old link
+    history = [h for h in read_history(root)]
+    if not history or history[-1] != release_id:
+        history.append(release_id)
+    write_history(root, history)
+    return previous
+
+
+def cmd_switch(root, release_id):
+    previous = switch_to(root, release_id)
+    log_event(root, "switch", release=release_id, previous=previous)
+    return {"current": release_id, "previous": previous}
+
+
+def read_failed(root):
+    path = os.path.join(root, ".acids", "failed")
+    if not os.path.exists(path):
+        return set()
+    with open(path) as f:
+        return set(line.strip() for line in f if line.strip())
+
+
+def cmd_rollback(root, target=None, failed=None):
+    """Switch to ``target`` (default: the newest earlier release that did not fail its smoke test).
+
+    ``failed`` names the release being abandoned after a failed smoke test; later automatic rollbacks
+    skip it.
+    """
+    current = current_release(root)
+    if failed:
+        with open(os.path.join(root, ".acids", "failed"), "a") as f:
+            f.write(check_id(failed) + "\n")
+    if target:
+        target = check_id(target)
+    else:
+        existing = set(list_releases(root))
+        bad = read_failed(root)
+        for rid in reversed(read_history(root)):
+            if rid != current and rid in existing and rid not in bad:
+                target = rid
+                break
+    if not target:
+        raise AgentError("nothing to roll back to (no earlier release on this board)")
+    switch_to(root, target)
+    log_event(root, "rollback", release=target, previous=current)
+    return {"current": target, "previous": current}
+
+
+def cmd_prune(root, keep):
+    keep = max(1, int(keep))
+    current = current_release(root)
+    history = read_history(root)
+    protected = set([current, *history[-2:]])
+    removed = []
+    names = list_releases(root)
+    for name in names[: max(0, len(names) - keep)]:
+        if name not in protected:
+            rmtree_quiet(os.path.join(releases_dir(root), name))
+            removed.append(name)
+    if removed:
+        log_event(root, "prune", removed=removed)
+    return {"removed": removed}
+
+
+def tensorrt_version():
+    try:
+        out = subprocess.check_output(
+            ["dpkg-query", "-W", "-f=${Version}", "libnvinfer-bin"], stderr=subprocess.DEVNULL
+        )
+        return out.decode().split("-")[0] or None
+    except (OSError, subprocess.CalledProcessError):
+        pass
+    try:
+        import tensorrt
+
+        return tensorrt.__version__
+    except ImportError:
+        return None
+
+
+def device_name():
+    for path in ("/proc/device-tree/model", "/sys/firmware/devicetree/base/model"):
+        try:
+            with open(path, "rb") as f:
+                return f.read().decode("ascii", "replace").strip("\x00 \n")
+        except OSError:
+            pass
+    return platform.machine()
+
+
+def slug(text):
+    return "".join(c if c.isalnum() or c in "-." else "_" for c in text)[:48]
+
+
+def cmd_engine(root, release_id, trtexec):
+    """Build (or reuse) the TensorRT engine of every model the release's recipe lists."""
+    release = os.path.join(releases_dir(root), check_id(release_id))
+    recipe_path = os.path.join(release, "trt", "recipe.json")
+    if not os.path.isfile(recipe_path):
+        return {"engines": [], "skipped": "no recipe in this bundle"}
+    with open(recipe_path) as f:
+        recipe = json.load(f)
+    exe = trtexec if os.path.isfile(trtexec) else shutil.which("trtexec")
+    if not exe:
+        return {"engines": [], "skipped": "no trtexec on this board (%s)" % trtexec}
+    version = tensorrt_version() or "unknown"
+    device = slug(device_name())
+    cache = os.path.join(root, "engine-cache")
+    os.makedirs(cache, exist_ok=True)
+    engines = []
+    for model in recipe.get("models", []):
+        precision = model.get("precision", "fp16")
+        key = "%s-trt%s-%s-%s" % (model["sha256"][:16], slug(version), device, precision)
+        plan = os.path.join(cache, key + ".plan")
+        built = False
+        if not os.path.isfile(plan):
+            tmp = plan + ".tmp"
+            argv = [exe, "--onnx=" + os.path.join(release, model["path"]), "--saveEngine=" + tmp]
+            argv += ["--" + precision] if precision in ("fp16", "int8") else []
+            argv += model.get("extra_args", [])
+            argv += ["--timingCacheFile=" + os.path.join(cache, "timing-%s.cache" % slug(version))]
+            proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+            log_out = proc.communicate()[0].decode("utf-8", "replace")
+            if proc.returncode != 0 or not os.path.isfile(tmp):
+                raise AgentError("trtexec failed for %s: %s" % (model["path"], log_out[-600:]))
+            os.rename(tmp, plan)
+            built = True
+        link = os.path.join(release, model["path"] + ".plan")
+        if os.path.lexists(link):
+            os.remove(link)
+        os.symlink(plan, link)
+        engines.append({"model": model["path"], "key": key, "built": built})
+    log_event(root, "engines", release=release_id, engines=engines)
+    return {"engines": engines, "tensorrt": version, "device": device}
+
+
+def cmd_logs(root, lines):
+    path = os.path.join(root, "logs", "deploy.log")
+    if not os.path.isfile(path):
+        return {"lines": []}
+    with open(path) as f:
+        return {"lines": [line.rstrip("\n") for line in f][-int(lines) :]}
+
+
+COMMANDS = {
+    "probe": cmd_probe,
+    "status": cmd_status,
+    "install": cmd_install,
+    "switch": cmd_switch,
+    "rollback": cmd_rollback,
+    "prune": cmd_prune,
+    "engine": cmd_engine,
+    "logs": cmd_logs,
+}
+
+
+def main(argv):
+    if len(argv) < 2 or argv[0] not in COMMANDS:
+        print(json.dumps({"error": "usage: agent.py {%s} ROOT [ARGS]" % ",".join(sorted(COMMANDS))}))
+        return EXIT_ERROR
+    root = argv[1]
+    if not os.path.isabs(root):
+        print(json.dumps({"error": "ROOT must be absolute"}))
+        return EXIT_ERROR
+    os.makedirs(os.path.join(root, ".acids"), exist_ok=True)
+    os.makedirs(os.path.join(root, "incoming"), exist_ok=True)
+    try:
+        result = COMMANDS[argv[0]](root, *argv[2:])
+    except AgentError as e:
+        print(json.dumps({"error": str(e)}))
+        return e.code
+    except (OSError, ValueError, KeyError, tarfile.TarError) as e:
+        print(json.dumps({"error": "%s: %s" % (type(e).__name__, e)}))
+        return EXIT_ERROR
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

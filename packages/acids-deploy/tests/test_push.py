@@ -1,0 +1,300 @@
+"""Push, status, rollback and logs against real sshd processes on 127.0.0.1 (see conftest.py)."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import tarfile
+from pathlib import Path
+
+from click.testing import CliRunner
+from conftest import Fleet, make_bundle, make_onnx
+
+from acids_deploy.cli import main_group
+from acids_deploy.inventory import load_inventory
+from acids_deploy.push import BundleRef, PushOptions, push_board
+
+
+def run_cli(*args: str, input: str | None = None):
+    return CliRunner().invoke(main_group, list(args), input=input, catch_exceptions=False)
+
+
+def records(result) -> list[dict]:
+    return [json.loads(line) for line in result.stdout.splitlines() if line.strip()]
+
+
+def bundle_ref(rec: dict) -> BundleRef:
+    from acids_deploy.bundle import check_bundle_tar
+
+    path = Path(rec["path"])
+    return BundleRef(path, rec["sha256"], rec["id"], check_bundle_tar(path)["profile"], path.stat().st_size)
+
+
+def current_of(install: Path) -> str:
+    return os.path.basename(os.readlink(install / "current"))
+
+
+def test_full_push_then_unchanged_status_logs(fleet: Fleet, gain_onnx: Path, tmp_path: Path):
+    board = fleet.board("pi1")
+    inv = fleet.inventory()
+    bundle = make_bundle(tmp_path, gain_onnx, "b1.tar")
+
+    res = run_cli("push", bundle["path"], "-i", str(inv), "-t", "pi1")
+    assert res.exit_code == 0, res.stderr
+    (rec,) = records(res)
+    assert rec["kind"] == "deployment" and rec["status"] == "deployed"
+    assert rec["release"] == bundle["id"] and rec["uploaded_bytes"] == bundle["bytes"]
+    assert rec["smoke"]["ok"] and rec["smoke"]["rtf"] > 0
+    assert current_of(board.install_dir) == bundle["id"]
+    rel = board.install_dir / "releases" / bundle["id"]
+    assert (rel / "models" / "gain.onnx").read_bytes() == gain_onnx.read_bytes()
+    assert not list((board.install_dir / "incoming").iterdir())  # the tar is gone once unpacked
+    assert "pi1" in res.stderr and "deployed" in res.stderr  # the summary table
+
+    # the same bundle again: nothing transferred, nothing switched
+    res = run_cli("push", "-i", str(inv), "-t", "pi1", input=json.dumps(bundle) + "\n")
+    assert res.exit_code == 0, res.stderr
+    (rec,) = records(res)
+    assert rec["status"] == "unchanged" and rec["uploaded_bytes"] == 0
+
+    res = run_cli("status", "-i", str(inv), "-t", "pi1")
+    assert res.exit_code == 0, res.stderr
+    (st,) = records(res)
+    assert st["current"] == bundle["id"] and st["current_problem"] is None
+
+    res = run_cli("logs", "-i", str(inv), "-t", "pi1")
+    assert res.exit_code == 0
+    events = [json.loads(line.split(": ", 1)[1])["event"] for line in res.stdout.splitlines()]
+    assert events[:2] == ["installed", "switch"]
+
+    res = run_cli("boards", "-i", str(inv))
+    assert res.exit_code == 0, res.stderr
+    (b,) = records(res)
+    assert b["kind"] == "board" and b["reachable"] is True
+
+
+def test_interrupted_push_resumes(fleet: Fleet, tmp_path: Path):
+    board = fleet.board("pi1")
+    inv = load_inventory(fleet.inventory())
+    model = make_onnx(tmp_path / "m" / "big.onnx", extra_floats=2_000_000)  # ~8 MB
+    bundle = make_bundle(tmp_path, model, "big.tar")
+    ref = bundle_ref(bundle)
+
+    def cut(n: int, total: int) -> None:
+        if n >= 3_000_000:
+            raise ConnectionResetError("link dropped (test)")
+
+    rec = push_board(inv.boards["pi1"], ref, PushOptions(), on_progress=cut)
+    assert rec["status"] == "failed" and rec["exit"] == 75, rec
+    part = board.install_dir / "incoming" / f"{ref.sha256}.tar.part"
+    done = part.stat().st_size
+    assert 0 < done < ref.size
+
+    rec = push_board(inv.boards["pi1"], ref, PushOptions())
+    assert rec["status"] == "deployed", rec
+    assert rec["resumed_from"] == done
+    assert rec["uploaded_bytes"] == ref.size - done
+    assert current_of(board.install_dir) == ref.id
+
+
+def test_changed_or_unknown_host_key_refused(fleet: Fleet, gain_onnx: Path, tmp_path: Path):
+    board = fleet.board("pi1")
+    other = fleet.board("pi2")
+    bundle = make_bundle(tmp_path, gain_onnx, "b.tar")
+    # pi2's key pinned for pi1's address: a changed key
+    swapped = (
+        board.known_hosts_line().split()[0] + " " + " ".join(other.known_hosts_line().split()[1:]) + "\n"
+    )
+    inv = fleet.inventory([board], known_hosts=swapped)
+    res = run_cli("push", bundle["path"], "-i", str(inv), "-t", "pi1")
+    assert res.exit_code == 69
+    (rec,) = records(res)
+    assert rec["status"] == "failed" and "HOST KEY CHANGED" in rec["error"]
+    assert not board.install_dir.exists()  # nothing was touched
+
+    inv = fleet.inventory([board], known_hosts="", name="unknown.toml")
+    res = run_cli("push", bundle["path"], "-i", str(inv), "-t", "pi1")
+    assert res.exit_code == 69
+    assert "no pinned host key" in records(res)[0]["error"]
+    assert "no pinned host key" in res.stderr
+    assert not board.install_dir.exists()
+    assert inv.with_name("unknown.toml.known_hosts").read_text() == ""  # never auto-added
+
+
+def test_wrong_client_key(fleet: Fleet, gain_onnx: Path, tmp_path: Path):
+    board = fleet.board("pi1")
+    inv = fleet.inventory(key="wrong")
+    bundle = make_bundle(tmp_path, gain_onnx, "b.tar")
+    res = run_cli("push", bundle["path"], "-i", str(inv), "-t", "pi1")
+    assert res.exit_code == 69
+    assert "authentication failed" in records(res)[0]["error"]
+    assert not board.install_dir.exists()
+
+
+def test_unreachable_board_exits_75(fleet: Fleet, gain_onnx: Path, tmp_path: Path):
+    board = fleet.board("pi1")
+    inv = fleet.inventory()
+    board.stop()  # the port is closed now
+    bundle = make_bundle(tmp_path, gain_onnx, "b.tar")
+    res = run_cli("push", bundle["path"], "-i", str(inv), "-t", "pi1")
+    assert res.exit_code == 75
+    assert "unreachable after 2 attempt" in records(res)[0]["error"]
+    res = run_cli("boards", "-i", str(inv))
+    assert res.exit_code == 75 and records(res)[0]["reachable"] is False
+
+
+def test_corrupted_upload_and_damaged_release_detected(fleet: Fleet, gain_onnx: Path, tmp_path: Path):
+    board = fleet.board("pi1")
+    inv = fleet.inventory()
+    bundle = make_bundle(tmp_path, gain_onnx, "b.tar")
+    # a partial upload whose bytes are wrong: resumed, then caught by the sha256 check, then redone
+    incoming = board.install_dir / "incoming"
+    incoming.mkdir(parents=True)
+    (incoming / f"{bundle['sha256']}.tar.part").write_bytes(b"\0garbage" * 200)
+    res = run_cli("push", bundle["path"], "-i", str(inv), "-t", "pi1")
+    assert res.exit_code == 0, res.stderr
+    (rec,) = records(res)
+    assert rec["status"] == "deployed" and "checksum mismatch" in rec["checksum_retry"]
+    assert rec["resumed_from"] == 1600
+    assert "checksum mismatch" in res.stderr
+
+    # a file of the installed release changed on the board: status says so, a re-push repairs it
+    model = board.install_dir / "releases" / bundle["id"] / "models" / "gain.onnx"
+    model.write_bytes(model.read_bytes()[:-1] + b"\x01")
+    res = run_cli("status", "-i", str(inv), "-t", "pi1")
+    assert "checksum mismatch: models/gain.onnx" in records(res)[0]["current_problem"]
+    res = run_cli("push", bundle["path"], "-i", str(inv), "-t", "pi1")
+    assert res.exit_code == 0, res.stderr
+    (rec,) = records(res)
+    assert rec["status"] == "deployed" and "checksum mismatch" in rec["repaired"]
+    assert model.read_bytes() == gain_onnx.read_bytes()
+
+
+def test_failing_smoke_test_rolls_back(fleet: Fleet, gain_onnx: Path, nan_onnx: Path, tmp_path: Path):
+    board = fleet.board("pi1")
+    inv = fleet.inventory()
+    good = make_bundle(tmp_path, gain_onnx, "good.tar")
+    bad = make_bundle(tmp_path, nan_onnx, "bad.tar")
+    assert run_cli("push", good["path"], "-i", str(inv), "-t", "pi1").exit_code == 0
+
+    res = run_cli("push", bad["path"], "-i", str(inv), "-t", "pi1")
+    assert res.exit_code == 65
+    (rec,) = records(res)
+    assert rec["status"] == "rolled-back" and rec["current"] == good["id"]
+    assert "not finite" in rec["error"] and f"rolled back to {good['id']}" in rec["error"]
+    assert current_of(board.install_dir) == good["id"]
+    assert "rolled back" in res.stderr
+
+    # a manual rollback skips the release that failed its smoke test: nothing earlier is left here
+    res = run_cli("rollback", "-i", str(inv), "-t", "pi1")
+    assert res.exit_code == 69 and "nothing to roll back to" in res.stderr
+    third = make_bundle(tmp_path, make_onnx(tmp_path / "m3" / "g3.onnx"), "third.tar")
+    assert run_cli("push", third["path"], "-i", str(inv), "-t", "pi1").exit_code == 0
+    res = run_cli("rollback", "-i", str(inv), "-t", "pi1")
+    assert res.exit_code == 0, res.stderr
+    (rec,) = records(res)
+    assert rec["release"] == good["id"] and rec["previous"] == third["id"] and rec["smoke"]["ok"]
+    assert current_of(board.install_dir) == good["id"]
+
+
+def test_two_boards_in_parallel(fleet: Fleet, gain_onnx: Path, tmp_path: Path):
+    a = fleet.board("pi1", groups=["studio"])
+    b = fleet.board("pi2", groups=["studio"])
+    inv = fleet.inventory()
+    bundle = make_bundle(tmp_path, gain_onnx, "b.tar")
+    res = run_cli("push", bundle["path"], "-i", str(inv), "-t", "studio", "--parallel", "2")
+    assert res.exit_code == 0, res.stderr
+    recs = records(res)
+    assert [r["board"] for r in recs] == ["pi1", "pi2"]
+    assert all(r["status"] == "deployed" for r in recs)
+    assert current_of(a.install_dir) == current_of(b.install_dir) == bundle["id"]
+    table = [ln for ln in res.stderr.splitlines() if ln.startswith(("board", "pi1", "pi2"))]
+    assert len(table) == 3
+
+
+def test_dry_run_touches_nothing(fleet: Fleet, gain_onnx: Path, tmp_path: Path):
+    board = fleet.board("pi1")
+    inv = fleet.inventory()
+    board.stop()  # a dry run does not even connect
+    bundle = make_bundle(tmp_path, gain_onnx, "b.tar")
+    res = run_cli("push", bundle["path"], "-i", str(inv), "-t", "all", "--dry-run")
+    assert res.exit_code == 0, res.stderr
+    (rec,) = records(res)
+    assert rec["status"] == "planned" and any("smoke test" in s for s in rec["plan"])
+    assert "switch" in res.stderr
+    assert not board.install_dir.exists()
+
+
+def _evil_tar(path: Path, good_tar: Path) -> None:
+    """The good bundle plus a member ``../evil.txt``."""
+    with tarfile.open(good_tar) as src, tarfile.open(path, "w") as dst:
+        for m in src.getmembers():
+            dst.addfile(m, src.extractfile(m))
+        info = tarfile.TarInfo("../evil.txt")
+        info.size = 5
+        dst.addfile(info, io.BytesIO(b"owned"))
+
+
+def test_tar_with_dotdot_member_refused(fleet: Fleet, gain_onnx: Path, tmp_path: Path):
+    from acids_deploy.push import BoardSession
+    from acids_deploy.ssh import BoardConnection
+
+    board = fleet.board("pi1")
+    inv = fleet.inventory()
+    good = make_bundle(tmp_path, gain_onnx, "good.tar")
+    evil = tmp_path / "evil.tar"
+    _evil_tar(evil, Path(good["path"]))
+
+    # the host refuses it before anything is sent
+    res = run_cli("push", str(evil), "-i", str(inv), "-t", "pi1")
+    assert res.exit_code == 65
+    assert "unsafe member '../evil.txt'" in res.stderr
+    assert not board.install_dir.exists()
+
+    # and the board's agent refuses it too, should such a tar arrive anyway
+    from acids_deploy.bundle import sha256_file
+
+    sha = sha256_file(evil)
+    with BoardConnection(load_inventory(inv).boards["pi1"]) as conn:
+        s = BoardSession(conn)
+        s.ensure_agent()
+        conn.upload_resumable(evil, f"{board.install_dir}/incoming/{sha}.tar.part")
+        status, obj = s.call("install", sha, "evil1")
+    assert status == 4 and "outside the release" in obj["error"]
+    assert not (board.install_dir / "releases" / "evil.txt").exists()
+    assert not (board.install_dir / "releases" / "evil1").exists()
+    assert not list(board.install_dir.rglob("evil.txt"))
+
+
+FAKE_TRTEXEC = """#!/bin/sh
+# stands in for TensorRT's trtexec: writes the --saveEngine file and counts its runs
+for a in "$@"; do
+  case "$a" in --saveEngine=*) out="${a#--saveEngine=}";; esac
+done
+echo run >> "$(dirname "$0")/trtexec.calls"
+printf 'engine for %s\\n' "$*" > "$out"
+"""
+
+
+def test_jetson_engine_built_on_board_and_cached(fleet: Fleet, gain_onnx: Path, tmp_path: Path):
+    board = fleet.board("nano")
+    trtexec = board.dir / "trtexec"
+    trtexec.write_text(FAKE_TRTEXEC)
+    trtexec.chmod(0o755)
+    inv = fleet.inventory(profile="jetson-jp4", extra=f'trtexec = "{trtexec}"')
+    bundle = make_bundle(tmp_path, gain_onnx, "nano.tar", profile="jetson-jp4")
+    res = run_cli("push", bundle["path"], "-i", str(inv), "-t", "nano")
+    assert res.exit_code == 0, res.stderr
+    (rec,) = records(res)
+    (engine,) = rec["engines"]["engines"]
+    assert engine["built"] and engine["key"].startswith(bundle["models"][0]["sha256"][:16])
+    assert engine["key"].endswith("-fp16")
+    plan = board.install_dir / "releases" / bundle["id"] / "models" / "gain.onnx.plan"
+    assert "--fp16" in plan.read_text()  # the link into engine-cache/
+    # forced re-push: the engine comes from the cache, trtexec does not run again
+    res = run_cli("push", bundle["path"], "-i", str(inv), "-t", "nano", "--force")
+    assert res.exit_code == 0, res.stderr
+    assert records(res)[0]["engines"]["engines"][0]["built"] is False
+    assert (board.dir / "trtexec.calls").read_text().count("run") == 1
+    assert records(run_cli("status", "-i", str(inv), "-t", "nano"))[0]["current_problem"] is None
