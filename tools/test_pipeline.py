@@ -56,9 +56,13 @@ def test_audio_records_piped_into_preprocess(tmp_path):
 
 
 def test_exit_codes_cross_the_pipe(tmp_path):
-    res = bash("acids-preprocess nowhere/ -o data | acids-data inspect", tmp_path)
-    assert res.returncode == 66  # pipefail reports the first stage's code
-    assert "nowhere/: no such file or directory" in res.stderr
+    res = bash(
+        'acids-preprocess nowhere/ -o data | acids-data inspect; echo "status ${PIPESTATUS[*]}"', tmp_path
+    )
+    # each stage says what went wrong in one line and exits with its own code
+    assert res.stdout.strip().endswith("status 66 65")
+    assert "acids-preprocess: error: nowhere/: no such file or directory" in res.stderr
+    assert "acids-data: error: no `dataset` record on stdin" in res.stderr
     assert "Traceback" not in res.stderr
     (tmp_path / "bad.wav").write_text("not audio")
     shutil.copy(AUDIO / "flute.flac", tmp_path / "flute.flac")
@@ -71,3 +75,19 @@ def test_a_consumer_that_stops_reading_is_not_a_crash(tmp_path):
     res = bash(f"acids-preprocess '{AUDIO}' -o data --features none | head -c 10", tmp_path)
     assert "Traceback" not in res.stderr
     assert (tmp_path / "data" / "manifest.json").exists()  # committed work is kept
+
+
+def test_preprocess_piped_into_rave_training(tmp_path):
+    if shutil.which("acids-rave") is None:
+        pytest.skip("acids-rave is not installed")
+    res = bash(
+        f"acids-preprocess '{AUDIO}/flute.flac' '{AUDIO}/cello.flac' -o data --sample-rate 22050"
+        " --chunk 16384"
+        " --features none -q | acids-rave train -o run --config tiny --max-steps 6 --phase1-steps 4 --batch 2"
+        " --val-every 3 -q",
+        tmp_path,
+    )
+    assert res.returncode == 0, res.stderr
+    record = json.loads(res.stdout.splitlines()[-1])
+    assert record["kind"] == "checkpoint" and record["step"] == 6
+    assert Path(record["path"]).is_file()
