@@ -1,0 +1,240 @@
+"""The exportable contract and its discovery through the ``acids.exportables`` entry point group.
+
+A model package registers one callable per family (``rave = "acids_rave.export:exportable"``). acids-export
+never imports a model package by name: it reads a checkpoint's ``format`` (``acids-rave``), strips the
+``acids-`` prefix and loads the entry point of that name.
+
+**The contract** (what a model package provides; nothing here needs importing acids-export):
+
+``exportable(checkpoint_path, *, streaming: bool = True) -> torch.nn.Module`` returning a module that
+
+1. is in eval mode, scriptable with ``torch.jit.script`` and traceable with ``torch.jit.trace``;
+2. has one method per entry of its io spec (``forward`` is ``module(x)``), each taking one float32
+   ``(B, in_channels, T / in_ratio)`` tensor and returning one ``(B, out_channels, T / out_ratio)`` tensor;
+3. has ``io_spec() -> dict`` (``@torch.jit.ignore``) with ``methods`` — ``{name: [in_ch, in_ratio, out_ch,
+   out_ratio]}`` or ``{name: {"params": [...], "input_labels": [...], "output_labels": [...]}}`` —,
+   ``sample_rate`` (int), ``streaming`` (bool), optionally ``latency_samples`` and ``attributes``
+   (``{name: {"default": [v, ...]}}``, each with a scriptable ``set_<name>(v, ...) -> None`` on the module);
+4. when streaming, keeps its state in registered buffers that are *reassigned* (``self.cache = ...``), never
+   mutated in place, and where a zero-filled state of the materialised shape equals a fresh stream.
+   acids-export finds these buffers by running one block, and makes them explicit ONNX inputs/outputs.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import logging
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from acids_core.errors import DataError, MissingInput
+
+log = logging.getLogger(__name__)
+
+GROUP = "acids.exportables"
+#: type ids of nn~ attribute values (nn_tilde: 0=bool, 1=int, 2=float, 3=str)
+ATTRIBUTE_TYPE_IDS = {bool: 0, int: 1, float: 2, str: 3}
+
+_extra: dict[str, Callable[..., Any]] = {}
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    """One nn~ method: ``(B, in_channels, T / in_ratio) -> (B, out_channels, T / out_ratio)``."""
+
+    name: str
+    in_channels: int
+    in_ratio: int
+    out_channels: int
+    out_ratio: int
+    input_labels: tuple[str, ...] = ()
+    output_labels: tuple[str, ...] = ()
+
+    @property
+    def params(self) -> list[int]:
+        return [self.in_channels, self.in_ratio, self.out_channels, self.out_ratio]
+
+    def labels(self) -> tuple[list[str], list[str]]:
+        """Input and output labels, one per channel (generated where the model gave none)."""
+        ins = list(self.input_labels) or [f"(signal) {self.name} in {i}" for i in range(self.in_channels)]
+        outs = list(self.output_labels) or [f"(signal) {self.name} out {i}" for i in range(self.out_channels)]
+        return ins, outs
+
+
+@dataclass(frozen=True)
+class AttributeSpec:
+    """A settable nn~ attribute; the module has ``set_<name>(*default-typed values) -> None``."""
+
+    name: str
+    default: tuple[bool | int | float | str, ...]
+
+    @property
+    def type_ids(self) -> list[int]:
+        return [ATTRIBUTE_TYPE_IDS[type(v)] for v in self.default]
+
+
+@dataclass(frozen=True)
+class ExportSpec:
+    """What an exportable module declares (see the module docstring)."""
+
+    family: str
+    sample_rate: int
+    methods: tuple[MethodSpec, ...]
+    attributes: tuple[AttributeSpec, ...] = ()
+    streaming: bool = False
+    latency_samples: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def method(self, name: str) -> MethodSpec:
+        for m in self.methods:
+            if m.name == name:
+                return m
+        raise DataError(f"{self.family} has no method '{name}' (it has {[m.name for m in self.methods]})")
+
+    @property
+    def higher_ratio(self) -> int:
+        return max(max(m.in_ratio, m.out_ratio) for m in self.methods)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "family": self.family,
+            "sample_rate": self.sample_rate,
+            "streaming": self.streaming,
+            "latency_samples": self.latency_samples,
+            "methods": {m.name: m.params for m in self.methods},
+            "attributes": {a.name: list(a.default) for a in self.attributes},
+        }
+
+    @classmethod
+    def from_io_spec(cls, family: str, io: dict[str, Any]) -> ExportSpec:
+        """Parse a model's ``io_spec()`` dict; a malformed one is a DataError naming the field."""
+        try:
+            methods = []
+            for name, m in dict(io["methods"]).items():
+                if isinstance(m, dict):
+                    params, ins, outs = m["params"], m.get("input_labels", ()), m.get("output_labels", ())
+                else:
+                    params, ins, outs = m, (), ()
+                p = [int(v) for v in params]
+                if len(p) != 4 or min(p) < 1:
+                    raise ValueError(f"method {name}: params must be 4 positive ints, got {p}")
+                methods.append(MethodSpec(str(name), *p, tuple(map(str, ins)), tuple(map(str, outs))))
+            attributes = []
+            for name, a in dict(io.get("attributes") or {}).items():
+                default = a["default"] if isinstance(a, dict) else a
+                default = tuple(default) if isinstance(default, (list, tuple)) else (default,)
+                for v in default:
+                    if type(v) not in ATTRIBUTE_TYPE_IDS:
+                        raise ValueError(f"attribute {name}: values must be bool/int/float/str, got {v!r}")
+                attributes.append(AttributeSpec(str(name), default))
+            known = {"methods", "attributes", "sample_rate", "streaming", "latency_samples"}
+            return cls(
+                family=family,
+                sample_rate=int(io["sample_rate"]),
+                methods=tuple(methods),
+                attributes=tuple(attributes),
+                streaming=bool(io.get("streaming", False)),
+                latency_samples=int(io.get("latency_samples") or 0),
+                extra={k: v for k, v in io.items() if k not in known},
+            )
+        except (KeyError, TypeError, ValueError) as e:
+            raise DataError(f"{family}: bad io_spec from its exportable ({e})") from None
+
+
+def register(name: str, factory: Callable[..., Any]) -> None:
+    """Register an exportable in this process (tests; packages use the entry point group)."""
+    _extra[name] = factory
+
+
+def unregister(name: str) -> None:
+    _extra.pop(name, None)
+
+
+def entry_points() -> dict[str, importlib.metadata.EntryPoint]:
+    """The installed ``acids.exportables`` entry points by name."""
+    return {ep.name: ep for ep in importlib.metadata.entry_points(group=GROUP)}
+
+
+def available() -> list[dict[str, str]]:
+    """One row per installed exportable: name, target (module:attr), distribution."""
+    rows = []
+    for name, ep in sorted(entry_points().items()):
+        dist = getattr(ep, "dist", None)
+        rows.append(
+            {
+                "name": name,
+                "target": ep.value,
+                "package": f"{dist.name} {dist.version}" if dist is not None else "?",
+            }
+        )
+    rows += [{"name": n, "target": repr(f), "package": "(in-process)"} for n, f in sorted(_extra.items())]
+    return rows
+
+
+def family_of(fmt: str) -> str:
+    """Checkpoint format -> exportable name: ``acids-rave`` -> ``rave``."""
+    return fmt.removeprefix("acids-")
+
+
+def get(name: str) -> Callable[..., Any]:
+    """The exportable factory of a family, or a DataError listing what is installed."""
+    if name in _extra:
+        return _extra[name]
+    eps = entry_points()
+    if name not in eps:
+        have = sorted([*eps, *_extra]) or ["none"]
+        raise DataError(
+            f"no exportable '{name}' is installed (installed: {', '.join(have)}); "
+            f"install the model package that registers it under '{GROUP}'"
+        )
+    try:
+        return eps[name].load()
+    except Exception as e:  # a broken plugin must not look like a crash of acids-export
+        raise DataError(f"exportable '{name}' ({eps[name].value}) failed to import: {e}") from None
+
+
+@dataclass
+class Loaded:
+    """A checkpoint turned into an exportable module."""
+
+    module: Any
+    spec: ExportSpec
+    checkpoint: str
+    family: str
+    envelope_meta: dict[str, Any]
+
+
+def load(path: str | os.PathLike[str], *, streaming: bool = True) -> Loaded:
+    """Load a checkpoint through its family's exportable.
+
+    Raises:
+        MissingInput (66): no such file. DataError (65): not a checkpoint, unknown family, bad module.
+    """
+    from acids_core.checkpoint import load_checkpoint
+
+    p = os.fspath(path)
+    if not os.path.exists(p):
+        raise MissingInput(f"{p}: no such checkpoint file")
+    env = load_checkpoint(p)
+    family = family_of(str(env["format"]))
+    factory = get(family)
+    try:
+        module = factory(p, streaming=streaming)
+    except (DataError, MissingInput):
+        raise
+    except Exception as e:
+        raise DataError(f"{p}: the '{family}' exportable could not build a module ({e})") from None
+    io = getattr(module, "io_spec", None)
+    if io is None:
+        raise DataError(f"{p}: the '{family}' exportable returned a module without io_spec()")
+    spec = ExportSpec.from_io_spec(family, io())
+    for m in spec.methods:
+        if m.name != "forward" and not callable(getattr(module, m.name, None)):
+            raise DataError(f"{p}: io_spec declares method '{m.name}' that the module does not have")
+    meta = {k: env.get(k) for k in ("format", "format_version", "package", "package_version", "created")}
+    log.debug("loaded %s (%s) with methods %s", p, family, [m.name for m in spec.methods])
+    return Loaded(
+        module=module.eval(), spec=spec, checkpoint=os.path.abspath(p), family=family, envelope_meta=meta
+    )

@@ -1,0 +1,66 @@
+"""The ``torch.export`` route: one method as an ``ExportedProgram`` (``.pt2``), for hosts after TorchScript.
+
+torch >= 2.11 deprecates TorchScript; nn~ still needs it, so :mod:`acids_export.torchscript` stays the nn~
+path and this module keeps the successor working. As in ONNX, a streaming method's state is explicit:
+the program is ``(x, *state) -> (y, *new_state)`` (``torch.export`` does not track reassigned buffers).
+The time axis is ``Dim.AUTO``: dynamic where the model allows it, specialised to the buffer where it does
+not (recurrent layers unroll), which the returned metadata reports.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from acids_core.errors import DataError
+from acids_export.onnx import _ExplicitState, _Method, _owner, find_state
+from acids_export.registry import Loaded
+
+log = logging.getLogger(__name__)
+
+
+def export_program(
+    loaded: Loaded, out: str | Path, *, method: str | None = None, buffer: int = 4096
+) -> dict[str, Any]:
+    """Export one method of ``loaded`` to ``out`` (.pt2); return its description."""
+    spec = loaded.spec
+    names = [m.name for m in spec.methods]
+    m = spec.method(method or ("forward" if "forward" in names else names[0]))
+    module = loaded.module
+    block = max(buffer, m.in_ratio, m.out_ratio)
+    state = find_state(module, m, block) if spec.streaming else []
+    x = torch.zeros(1, m.in_channels, block // m.in_ratio)
+    saved = [(*_owner(module, n), module.get_buffer(n)) for n, _ in state]
+    if state:
+        wrapper: torch.nn.Module = _ExplicitState(module, m.name, [n for n, _ in state])
+        args: tuple[torch.Tensor, ...] = (x, *[s for _, s in state])
+        dynamic: Any = ({2: torch.export.Dim.AUTO}, tuple(None for _ in state))  # *states is one arg
+    else:
+        wrapper = _Method(module, m.name)
+        args = (x,)
+        dynamic = ({0: torch.export.Dim.AUTO, 2: torch.export.Dim.AUTO},)
+    try:
+        program = torch.export.export(wrapper, args, dynamic_shapes=dynamic, strict=False)
+    except Exception as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise DataError(f"{m.name} does not torch.export: {first[:300]}") from None
+    finally:
+        for mod, attr, value in saved:
+            mod._buffers[attr] = value
+    torch.export.save(program, str(out))
+    x_shape = program.graph_signature.user_inputs[0]
+    node = next(n for n in program.graph.nodes if n.op == "placeholder" and n.name == x_shape)
+    dynamic_time = not isinstance(node.meta["val"].shape[2], int)
+    if not dynamic_time:
+        log.warning("%s: torch.export specialised the time axis to %d frames", m.name, block // m.in_ratio)
+    return {
+        "format": "torch.export",
+        "method": m.name,
+        "params": m.params,
+        "streaming": spec.streaming,
+        "state": [{"buffer": n, "shape": list(s.shape)} for n, s in state],
+        "dynamic_time": dynamic_time,
+    }

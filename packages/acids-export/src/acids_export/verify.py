@@ -1,0 +1,459 @@
+"""``acids-export check``: reload an artifact in its runtime and measure it against eager PyTorch.
+
+For each method (TorchScript: all of them; ONNX: the exported one) on real audio:
+
+- declared shapes and ratios: a buffer of ``B`` samples gives ``(nb, out_ch, B / out_ratio)`` float32,
+  batch 1 and 2 (TorchScript), nn~'s attribute getters return tuples and setters return 0;
+- ``max_abs_error`` / ``spectral_distance_db``: the artifact vs the eager module, run the same way;
+- ``stream_vs_offline``: the artifact block by block (streaming exports) vs eager offline on the whole signal;
+- ``rtf`` / ``eager_rtf``: seconds of compute per second of audio at buffer ``B`` on 1 thread.
+
+A failed check raises :class:`~acids_core.errors.DataError` with the figures that failed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import statistics
+import time
+import zipfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from acids_core.errors import DataError, MissingInput
+from acids_export import registry
+from acids_export.registry import ExportSpec, MethodSpec
+
+log = logging.getLogger(__name__)
+
+AUDIO_ENV = "ACIDS_EXPORT_AUDIO"
+DEFAULT_ATOL = 1e-3
+DEFAULT_SPECTRAL_DB = 0.1
+
+
+def sha256(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def find_audio() -> str | None:
+    """$ACIDS_EXPORT_AUDIO, else the repository's assets/demo-audio (a source checkout), else None."""
+    env = os.environ.get(AUDIO_ENV)
+    if env:
+        return env
+    for parent in Path(__file__).resolve().parents:
+        demo = parent / "assets" / "demo-audio"
+        if demo.is_dir():
+            files = sorted(demo.glob("*.flac")) + sorted(demo.glob("*.wav"))
+            if files:
+                return str(files[0])
+    return None
+
+
+def load_audio(path: str | None, frames: int, offset_s: float = 1.0) -> tuple[np.ndarray, str]:
+    """``frames`` mono float32 samples of real audio (from ``offset_s`` when long enough), and its name."""
+    if path is None:
+        log.warning("no real audio found (--audio or $%s): using a synthetic harmonic signal", AUDIO_ENV)
+        t = np.arange(frames) / 44100.0
+        sig = sum(0.3 / k * np.sin(2 * np.pi * 220 * k * t) for k in range(1, 8))
+        return sig.astype(np.float32), "synthetic"
+    import soundfile as sf
+
+    if not os.path.exists(path):
+        raise MissingInput(f"{path}: no such audio file")
+    try:
+        info = sf.info(path)
+        start = int(offset_s * info.samplerate) if info.frames >= frames + offset_s * info.samplerate else 0
+        data, _ = sf.read(path, start=start, frames=frames, dtype="float32", always_2d=True)
+    except RuntimeError as e:
+        raise DataError(f"{path}: unreadable audio ({e})") from None
+    mono = data.mean(axis=1)
+    if len(mono) < frames:
+        mono = np.tile(mono, frames // max(len(mono), 1) + 1)[:frames]
+    return mono.astype(np.float32), os.path.abspath(path)
+
+
+def spectral_distance_db(a: np.ndarray, b: np.ndarray, n_fft: int = 1024) -> float:
+    """Mean absolute difference of log-magnitude spectra (dB, floored 80 dB below the peak), Hann frames."""
+    a, b = a.reshape(-1).astype(np.float64), b.reshape(-1).astype(np.float64)
+    if len(a) < n_fft:
+        n_fft = 1 << int(np.log2(max(len(a), 2)))
+    hop, win = n_fft // 2, np.hanning(n_fft)
+    frames = range(0, len(a) - n_fft + 1, hop)
+    sa = np.abs(np.fft.rfft(np.stack([a[i : i + n_fft] * win for i in frames]), axis=-1))
+    sb = np.abs(np.fft.rfft(np.stack([b[i : i + n_fft] * win for i in frames]), axis=-1))
+    floor = max(sa.max(), sb.max(), 1e-9) * 1e-4  # -80 dB below the peak: ignore the numerical noise floor
+    return float(np.mean(np.abs(20 * np.log10(sa + floor) - 20 * np.log10(sb + floor))))
+
+
+def _frames(m: MethodSpec, samples: int) -> int:
+    return samples // m.in_ratio
+
+
+def method_inputs(spec: ExportSpec, audio: np.ndarray, eager_offline: Any) -> dict[str, torch.Tensor]:
+    """One (1, in_ch, n / in_ratio) input per method: audio, or the eager output of the method making it."""
+    x = torch.from_numpy(audio)[None, None]
+    inputs: dict[str, torch.Tensor] = {}
+    for m in spec.methods:
+        if m.in_ratio == 1:
+            inputs[m.name] = x.repeat(1, m.in_channels, 1)
+            continue
+        producer = next(
+            (
+                p
+                for p in spec.methods
+                if p.in_ratio == 1 and (p.out_channels, p.out_ratio) == (m.in_channels, m.in_ratio)
+            ),
+            None,
+        )
+        if producer is not None and eager_offline is not None:
+            with torch.no_grad():
+                inputs[m.name] = _call(eager_offline, producer.name)(x.repeat(1, producer.in_channels, 1))
+        else:
+            gen = torch.Generator().manual_seed(0)
+            inputs[m.name] = torch.randn(1, m.in_channels, len(audio) // m.in_ratio, generator=gen)
+    return inputs
+
+
+def _call(module: Any, name: str) -> Callable[[torch.Tensor], torch.Tensor]:
+    return module if name == "forward" else getattr(module, name)
+
+
+def run_blocks(
+    fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, block: int
+) -> tuple[torch.Tensor, list[float]]:
+    """Call ``fn`` on consecutive ``block``-frame slices of ``x``; (concatenated output, seconds per call)."""
+    outs, times = [], []
+    with torch.inference_mode():
+        for i in range(0, x.shape[-1], block):
+            t = time.perf_counter()
+            outs.append(fn(x[..., i : i + block]))
+            times.append(time.perf_counter() - t)
+    return torch.cat(outs, -1), times
+
+
+def _rtf(times: list[float], block_samples: int, sr: int) -> float:
+    warm = times[1:] if len(times) > 2 else times
+    return statistics.median(warm) / (block_samples / sr)
+
+
+def detect_format(path: str | Path) -> str:
+    p = Path(path)
+    if not p.exists():
+        raise MissingInput(f"{p}: no such file")
+    if p.is_dir():
+        raise DataError(f"{p}: is a directory, not an artifact")
+    if zipfile.is_zipfile(p):
+        return "torchscript"
+    with open(p, "rb") as f:
+        head = f.read(64)
+    if head[:1] == b"\x08":  # an ONNX ModelProto starts with field 1 (ir_version), varint
+        return "onnx"
+    raise DataError(f"{p}: neither a TorchScript archive nor an ONNX model")
+
+
+def _eager(checkpoint: str | None, streaming: bool) -> Any:
+    if not checkpoint or not os.path.exists(checkpoint):
+        return None
+    return registry.load(checkpoint, streaming=streaming).module
+
+
+class _Figures:
+    """Collects per-method figures and failures."""
+
+    def __init__(self, atol: float, spectral_db: float):
+        self.atol, self.spectral_db = atol, spectral_db
+        self.methods: dict[str, dict[str, Any]] = {}
+        self.failures: list[str] = []
+
+    def shape(self, name: str, y: Any, want: tuple[int, ...]) -> None:
+        shape = tuple(y.shape)
+        dtype = str(getattr(y, "dtype", ""))
+        if shape != want:
+            self.failures.append(f"{name}: output {shape}, declared {want}")
+        elif "float32" not in dtype:
+            self.failures.append(f"{name}: output dtype {dtype}, nn~ needs float32")
+
+    def compare(
+        self, name: str, key: str, got: torch.Tensor, ref: torch.Tensor | None, audio_rate: bool
+    ) -> None:
+        fig = self.methods.setdefault(name, {})
+        if not torch.isfinite(got).all():
+            self.failures.append(f"{name}: NaN or Inf in the output")
+            return
+        if ref is None:
+            return
+        n = min(got.shape[-1], ref.shape[-1])
+        err = float((got[..., :n] - ref[..., :n]).abs().max())
+        fig[key] = err
+        if err > self.atol:
+            self.failures.append(f"{name}: {key} {err:.3g} > {self.atol:g}")
+        if audio_rate and key == "max_abs_error":
+            d = spectral_distance_db(got[..., :n].numpy(), ref[..., :n].numpy())
+            fig["spectral_distance_db"] = d
+            if d > self.spectral_db:
+                self.failures.append(f"{name}: spectral distance {d:.3g} dB > {self.spectral_db:g}")
+
+
+def check(
+    path: str | Path,
+    *,
+    profile: str | None = None,
+    audio: str | None = None,
+    checkpoint: str | None = None,
+    buffer: int | None = None,
+    blocks: int = 8,
+    atol: float = DEFAULT_ATOL,
+    spectral_db: float = DEFAULT_SPECTRAL_DB,
+) -> dict[str, Any]:
+    """Verify an artifact; return the fields of its ``artifact`` record. DataError when it fails."""
+    fmt = detect_format(path)
+    torch.set_num_threads(1)
+    if fmt == "torchscript":
+        from acids_export.torchscript import read_meta
+
+        meta = read_meta(path)
+        result = _check_torchscript(path, meta, audio, checkpoint, buffer or 4096, blocks, atol, spectral_db)
+    else:
+        from acids_export.onnx import read_meta
+
+        meta = read_meta(path)
+        result = _check_onnx(path, meta, profile, audio, checkpoint, buffer, blocks, atol, spectral_db)
+    return {
+        "format": fmt,
+        "path": os.path.abspath(path),
+        "sha256": sha256(path),
+        "bytes": os.path.getsize(path),
+        **result,
+    }
+
+
+def _check_torchscript(
+    path, meta, audio_path, checkpoint, buffer, blocks, atol, spectral_db
+) -> dict[str, Any]:
+    from acids_export.torchscript import hazards, load
+
+    figs = _Figures(atol, spectral_db)
+    m = load(path)
+    try:
+        names = list(m.get_methods())
+    except Exception:
+        names = [n for n in ("forward", "encode", "decode") if hasattr(m, f"{n}_params")]
+    methods = []
+    for n in names:
+        p = getattr(m, f"{n}_params", None)
+        if p is None or p.numel() < 4:
+            figs.failures.append(f"{n}: no usable {n}_params")
+            continue
+        methods.append(MethodSpec(n, *[int(v) for v in p[:4]]))
+    sr = int(m.get_sample_rate()) if hasattr(m, "get_sample_rate") else -1
+    if sr <= 0:
+        figs.failures.append(
+            f"get_sample_rate() is {sr}: nn~ never calls set_sample_rate on a first load (P4)"
+        )
+    attributes = list(m.get_attributes()) if hasattr(m, "get_attributes") else []
+    for a in attributes:
+        try:
+            values = getattr(m, f"get_{a}")()
+            if not isinstance(values, (tuple, list)):
+                figs.failures.append(f"get_{a}() returns {type(values).__name__}, nn~ needs a tuple or list")
+                continue
+            if getattr(m, f"set_{a}")(*values) != 0:
+                figs.failures.append(f"set_{a}(...) does not return 0")
+        except Exception as e:
+            figs.failures.append(f"attribute {a}: {str(e).splitlines()[0][:200]}")
+    for h in hazards(path):
+        figs.failures.append(f"uses {h.split(' (')[0]}")
+    for r in [x for mm in methods for x in (mm.in_ratio, mm.out_ratio)]:
+        if r > 4096 or r & (r - 1):
+            figs.failures.append(f"ratio {r} is above 4096 or not a power of two (P2)")
+    spec_meta = meta.get("spec", {})
+    streaming = bool(spec_meta.get("streaming", False))
+    spec = ExportSpec(family=spec_meta.get("family", "?"), sample_rate=max(sr, 1), methods=tuple(methods))
+    higher = max([1] + [max(mm.in_ratio, mm.out_ratio) for mm in methods])
+    buffer = max(buffer, higher)
+    # declared shapes, batch 1 and 2 (mc.nn~), on fresh loads so the probe leaves no state behind
+    for nb in (1, 2):
+        probe = load(path)
+        for mm in methods:
+            with torch.inference_mode():
+                try:
+                    y = _call(probe, mm.name)(torch.zeros(nb, mm.in_channels, buffer // mm.in_ratio))
+                except Exception as e:
+                    figs.failures.append(f"{mm.name} (batch {nb}): {str(e).strip().splitlines()[0][:200]}")
+                    continue
+            figs.shape(f"{mm.name} (batch {nb})", y, (nb, mm.out_channels, buffer // mm.out_ratio))
+    if figs.failures:
+        raise DataError(f"{path}: check failed: {'; '.join(figs.failures)}")
+    checkpoint = checkpoint or meta.get("checkpoint")
+    offline = _eager(checkpoint, streaming=False)
+    eager = _eager(checkpoint, streaming=streaming) if offline is not None else None
+    samples, audio_name = load_audio(audio_path or find_audio(), blocks * buffer)
+    inputs = method_inputs(spec, samples, offline)
+    for mm in methods:
+        x = inputs[mm.name]
+        block = buffer // mm.in_ratio
+        art = load(path)
+        got, times = run_blocks(_call(art, mm.name), x, block)
+        fig = figs.methods.setdefault(mm.name, {})
+        fig["rtf"] = _rtf(times, buffer, spec.sample_rate)
+        ref = None
+        if eager is not None:
+            ref, etimes = run_blocks(_call(eager, mm.name), x, block)
+            fig["eager_rtf"] = _rtf(etimes, buffer, spec.sample_rate)
+            eager = _eager(checkpoint, streaming=streaming)  # fresh state for the next method
+        figs.compare(mm.name, "max_abs_error", got, ref, mm.out_ratio == 1)
+        if streaming and offline is not None:
+            with torch.inference_mode():
+                full = _call(offline, mm.name)(x)
+            figs.compare(mm.name, "stream_vs_offline", got, full, False)
+    if figs.failures:
+        raise DataError(f"{path}: check failed: {'; '.join(figs.failures)}")
+    return {
+        "profile": "nn~",
+        "streaming": streaming,
+        "io": {
+            "methods": {mm.name: mm.params for mm in methods},
+            "attributes": attributes,
+            "sample_rate": sr,
+        },
+        "checkpoint": checkpoint,
+        "figures": {
+            "audio": audio_name,
+            "buffer": buffer,
+            "threads": 1,
+            "eager_reference": eager is not None,
+            "methods": figs.methods,
+        },
+    }
+
+
+def _check_onnx(
+    path, meta, profile_name, audio_path, checkpoint, buffer, blocks, atol, spectral_db
+) -> dict[str, Any]:
+    import onnx
+    import onnxruntime as ort
+
+    from acids_export import profiles
+    from acids_export.onnx import profile_problems
+
+    figs = _Figures(atol, spectral_db)
+    try:
+        model = onnx.load(str(path))
+        onnx.checker.check_model(model, full_check=True)
+    except Exception as e:
+        raise DataError(f"{path}: not a valid ONNX model ({str(e).splitlines()[0][:200]})") from None
+    profile_name = profile_name or meta.get("profile") or "desktop"
+    try:
+        profile = profiles.get(profile_name)
+    except KeyError as e:
+        raise DataError(str(e.args[0])) from None
+    problems = profile_problems(model, profile, tuple(meta.get("allow_ops", ())))
+    if problems:
+        raise DataError(f"{path}: breaks profile {profile.name}: {'; '.join(problems)}")
+    if not meta:
+        raise DataError(
+            f"{path}: has no acids_export metadata (method, ratios, state): not from acids-export"
+        )
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 1
+    opts.inter_op_num_threads = 1
+    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    opts.log_severity_level = 3
+    try:
+        sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    except Exception as e:
+        raise DataError(f"{path}: onnxruntime cannot load it ({str(e).splitlines()[0][:200]})") from None
+    mm = MethodSpec(meta["method"], *meta["params"])
+    spec_meta = meta["spec"]
+    sr = int(spec_meta["sample_rate"])
+    streaming = bool(meta["streaming"])
+    states = [np.zeros(s["shape"], np.float32) for s in meta["state"]]
+    in_names = [i.name for i in sess.get_inputs()]
+    if len(in_names) != 1 + len(states):
+        raise DataError(f"{path}: {len(in_names)} inputs, metadata declares 1 + {len(states)} state tensors")
+    buffer = max(buffer or profile.buffer, mm.in_ratio, mm.out_ratio)
+    if not meta.get("dynamic_time", True):
+        buffer = int(meta["buffer"])  # a static graph runs at the buffer it was exported for
+
+    def stepper() -> Callable[[torch.Tensor], torch.Tensor]:
+        state = [s.copy() for s in states]
+
+        def step(x: torch.Tensor) -> torch.Tensor:
+            feed = {"x": x.numpy()}
+            feed.update({f"state_in.{i}": s for i, s in enumerate(state)})
+            out = sess.run(None, feed)
+            state[:] = out[1:]
+            return torch.from_numpy(out[0])
+
+        return step
+
+    y = stepper()(torch.zeros(1, mm.in_channels, buffer // mm.in_ratio))
+    figs.shape(mm.name, y, (1, mm.out_channels, buffer // mm.out_ratio))
+    if figs.failures:
+        raise DataError(f"{path}: check failed: {'; '.join(figs.failures)}")
+    checkpoint = checkpoint or meta.get("checkpoint")
+    offline = _eager(checkpoint, streaming=False)
+    eager = _eager(checkpoint, streaming=streaming) if offline is not None else None
+    spec = ExportSpec(
+        family=spec_meta.get("family", "?"),
+        sample_rate=sr,
+        methods=tuple(MethodSpec(n, *p) for n, p in spec_meta["methods"].items()),
+    )
+    samples, audio_name = load_audio(audio_path or find_audio(), blocks * buffer)
+    x = method_inputs(spec, samples, offline)[mm.name]
+    block = buffer // mm.in_ratio
+    got, times = run_blocks(stepper(), x, block) if streaming else (None, [])
+    if not streaming:  # offline graph: the whole signal at once, plus a batch-2 call for the dynamic batch
+        t = time.perf_counter()
+        got = torch.from_numpy(sess.run(None, {"x": x.numpy()})[0])
+        times = [(time.perf_counter() - t) * block / x.shape[-1]]
+        y2 = sess.run(None, {"x": np.repeat(x[..., :block].numpy(), 2, axis=0)})[0]
+        figs.shape(f"{mm.name} (batch 2)", y2, (2, mm.out_channels, buffer // mm.out_ratio))
+    fig = figs.methods.setdefault(mm.name, {})
+    fig["rtf"] = _rtf(times, buffer, sr) if streaming else times[0] / (buffer / sr)
+    ref = None
+    if eager is not None:
+        if streaming:
+            ref, etimes = run_blocks(_call(eager, mm.name), x, block)
+            fig["eager_rtf"] = _rtf(etimes, buffer, sr)
+        else:
+            with torch.inference_mode():
+                ref = _call(eager, mm.name)(x)
+    figs.compare(mm.name, "max_abs_error", got, ref, mm.out_ratio == 1)
+    if streaming and offline is not None:
+        with torch.inference_mode():
+            full = _call(offline, mm.name)(x)
+        figs.compare(mm.name, "stream_vs_offline", got, full, False)
+    if figs.failures:
+        raise DataError(f"{path}: check failed: {'; '.join(figs.failures)}")
+    return {
+        "profile": profile.name,
+        "streaming": streaming,
+        "io": {
+            "method": mm.name,
+            "params": mm.params,
+            "sample_rate": sr,
+            "inputs": {i.name: i.shape for i in sess.get_inputs()},
+            "outputs": {o.name: o.shape for o in sess.get_outputs()},
+            "opset": profile.opset,
+            "ir_version": model.ir_version,
+        },
+        "checkpoint": checkpoint,
+        "figures": {
+            "audio": audio_name,
+            "buffer": buffer,
+            "threads": 1,
+            "eager_reference": eager is not None,
+            "methods": figs.methods,
+        },
+    }
