@@ -6,6 +6,8 @@ Stages so far (each later package extends this chain):
      piped into acids-data inspect: summary + a PNG (loudness and f0 histograms, a spectrogram with its f0)
   2. acids-rave train: a short training of the `tiny` preset from the piped `dataset` record
   3. acids-rave transfer: a phrase through the trained model (timbre transfer), and `acids-rave info`
+  4. acids-export: the checkpoint record piped into a streaming TorchScript file for nn~ and a streaming
+     ONNX file for a Raspberry Pi (rpi-bookworm profile), each checked against eager PyTorch on real audio
 Every stage runs as its real console script, joined by real shell pipes.
 """
 
@@ -76,6 +78,25 @@ def main() -> int:
         transfer = out / "flute-through-rave.wav"
         sh(f"acids-rave transfer '{ckpt}' '{audio / 'flute.flac'}' '{transfer}' > /dev/null")
         print(sh(f"acids-rave info '{ckpt}'").stdout)
+        if shutil.which("acids-export"):
+            print(
+                "== 4. export for nn~ (TorchScript) and a Raspberry Pi (ONNX), each verified", file=sys.stderr
+            )
+            artifacts = out / "artifacts.jsonl"
+            sh(
+                f"cat '{ckpt_records}' | acids-export torchscript --streaming -o '{out / 'rave-nn.ts'}'"
+                f" | acids-export check - > '{artifacts}'"
+            )
+            sh(
+                f"cat '{ckpt_records}' | acids-export onnx --profile rpi-bookworm --streaming"
+                f" -o '{out / 'rave-rpi.onnx'}' >> '{artifacts}'"
+            )
+            for line in artifacts.read_text().splitlines():
+                art = json.loads(line)
+                worst = max(m.get("max_abs_error", 0.0) for m in art["figures"]["methods"].values())
+                outputs.append(
+                    (f"{art['format']} ({art['profile']})", f"{art['path']}  (max abs error {worst:.2g})")
+                )
         outputs += [
             ("rave checkpoint", ckpt),
             ("rave metrics", str(run / "metrics.jsonl")),

@@ -50,10 +50,15 @@ class CachedPad(nn.Module):
 
 
 def set_streaming(module: nn.Module, flag: bool) -> None:
-    """Switch every :class:`CachedPad` under ``module`` to streaming (fresh, zero state) or offline."""
+    """Switch every :class:`CachedPad` under ``module`` to streaming (fresh, zero state) or offline.
+
+    Streaming also switches :class:`Conv1d` to its matrix-product path (see :meth:`Conv1d.forward`).
+    """
     for m in module.modules():
         if isinstance(m, CachedPad):
             m.set_streaming(flag)
+        elif isinstance(m, Conv1d):
+            m.gemm = flag and m.groups == 1
 
 
 class Conv1d(nn.Module):
@@ -96,6 +101,11 @@ class Conv1d(nn.Module):
             raise ValueError("kernel span shorter than the stride")
         left = total if causal else total // 2
         self.pad = CachedPad(left, total - left)
+        self.kernel_size = kernel_size
+        #: compute as one matrix product over (channel, tap) columns instead of F.conv1d; set while
+        #: streaming, where blocks are a few frames long and the convolution library's per-call set-up
+        #: (and the re-layout of the whole weight) costs more than the arithmetic
+        self.gemm = False
 
     def effective_weight(self) -> torch.Tensor:
         if self.weight_norm:
@@ -113,7 +123,19 @@ class Conv1d(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.pad(x)
-        return F.conv1d(x, self.effective_weight(), self.bias, self.stride, 0, self.dilation, self.groups)
+        w = self.effective_weight()
+        # traced graphs (ONNX export) keep the plain convolution: unfold has no dynamic-length ONNX form
+        if not self.gemm or torch.jit.is_tracing():
+            return F.conv1d(x, w, self.bias, self.stride, 0, self.dilation, self.groups)
+        k = self.kernel_size
+        if k == 1 and self.stride == 1:
+            cols = x
+        else:
+            span = self.dilation * (k - 1) + 1
+            # (B, C, T_out, span) -> taps (B, C, T_out, k) -> (B, C * k, T_out)
+            taps = x.unfold(2, span, self.stride)[..., :: self.dilation]
+            cols = taps.permute(0, 1, 3, 2).reshape(x.shape[0], -1, taps.shape[2])
+        return torch.matmul(w.reshape(w.shape[0], -1), cols) + self.bias.unsqueeze(-1)
 
 
 class Upsample(nn.Module):

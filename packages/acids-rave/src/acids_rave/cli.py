@@ -62,7 +62,9 @@ def _resolve_config(config: str | None, overrides: tuple[str, ...], flags: dict[
 @click.option("--val-every", type=int, default=None)
 @click.option("--save-every", type=int, default=None)
 @click.option("--emit-every", type=int, default=0, help="Also emit a checkpoint record every N steps.")
-@click.option("--resume", is_flag=True, help="Continue OUT/last.ckpt (same step, optimizer and data position).")
+@click.option(
+    "--resume", is_flag=True, help="Continue OUT/last.ckpt (same step, optimizer and data position)."
+)
 @click.option("--fidelity", type=float, default=0.95, show_default=True, help="Latent variance kept.")
 @click.option("--workers", type=int, default=0, show_default=True, help="DataLoader worker processes.")
 @click.option("--threads", type=int, default=None, help="torch intra-op threads (per process).")

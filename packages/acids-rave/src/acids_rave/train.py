@@ -76,7 +76,8 @@ class Trainer:
 
     Data parallel: with ``world_size > 1`` (a ``torch.distributed`` process group must be initialised)
     each rank passes its share of the global batch of ``world_size * B`` items, interleaved as
-    ``DistributedSampler`` deals them (rank r holds global items r, r + world_size, ...); the autoencoder and the discriminator are wrapped in
+    ``DistributedSampler`` deals them (rank r holds global items r, r + world_size, ...); the
+    autoencoder and the discriminator are wrapped in
     DistributedDataParallel and the relative losses use global-batch statistics, so the run follows the
     single-process run on the global batch. The reparametrisation noise is drawn for the global batch
     from a generator seeded by ``(train.seed, step)`` and sliced, so it does not depend on the rank
