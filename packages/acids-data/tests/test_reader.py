@@ -165,3 +165,31 @@ def test_mono_many_shards(tmp_path):
     for i in (19, 0, 17, 18, 3):
         assert r[i]["audio"].shape == (1, L)
         assert r[i]["audio"][0, 0] * 32768 == int(files[i]["sha"][:3], 16)
+
+
+def test_whole_chunk_read_when_the_chunk_is_not_a_multiple_of_the_feature_hop(tmp_path):
+    from acids_data.store import ShardWriter
+
+    rng = np.random.default_rng(0)
+    audio = rng.integers(-2000, 2000, (3, 1, 1000), dtype=np.int16)
+    mel = rng.standard_normal((3, 4, 1000 // 64)).astype(np.float32)
+    with ShardWriter(
+        tmp_path / "d",
+        sample_rate=8000,
+        channels=1,
+        chunk=1000,
+        hop=1000,
+        feature_hop=64,
+        feature_keys=["mel"],
+        features_desc={},
+        config={},
+    ) as w:
+        w.add_chunks("a" * 64, "/x.wav", audio, {"mel": mel}, 0, [0, 1000, 2000])
+        w.finish_file({"path": "/x.wav", "sha256": "a" * 64, "status": "ok", "reason": None, "chunks": 3})
+    r = ShardReader(tmp_path / "d")
+    item = r[2]
+    # 15 frames for 1000 samples at hop 64 (mel is stored as float16)
+    np.testing.assert_array_equal(item["mel"], mel[2].astype(np.float16).astype(np.float32))
+    np.testing.assert_allclose(item["audio"][0], audio[2, 0] / 32768.0)
+    with pytest.raises(ValueError, match="frame boundaries"):
+        r.read(2, 0, 999)
