@@ -105,8 +105,9 @@ def main() -> int:
         ]
 
     print(f"demo finished in {time.monotonic() - t0:.0f} s. Outputs:")
+    width = max(len(name) for name, _ in outputs)
     for name, where in outputs:
-        print(f"  {name:<16} {where}")
+        print(f"  {name:<{width}}  {where}")
     return 0
 
 

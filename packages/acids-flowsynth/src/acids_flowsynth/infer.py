@@ -1,0 +1,112 @@
+"""Parameter inference from a sound file: audio → mel → model → parameters (+ re-render and a mel plot).
+
+The input is taken as one note: resampled to the model's rate and padded or cropped to the training
+duration (4 s). No pitch tracking or shift to C4 is done yet (the reference server does one).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from acids_core.atomic import atomic_write_json
+from acids_core.errors import DataError, MissingDependency
+from acids_flowsynth import checkpoint
+from acids_flowsynth.render import mel_of
+from acids_flowsynth.synth import get_backend
+from acids_flowsynth.train import full_vectors
+
+
+def infer_file(
+    model_path: str | os.PathLike[str],
+    source: str | os.PathLike[str],
+    *,
+    out_json: str | os.PathLike[str] | None = None,
+    render_path: str | os.PathLike[str] | None = None,
+    plot_path: str | os.PathLike[str] | None = None,
+) -> dict[str, Any]:
+    """Infer the parameters of ``source``; optionally write them (JSON), a re-render (WAV) and a PNG.
+
+    Returns:
+        A record body: ``source``, ``params`` ({name: physical value}), ``normalised``, the written paths,
+        and ``sc`` / ``mel_mse`` between the input's and the re-render's mel when it is rendered.
+    """
+    from acids_data.audio import load as load_audio
+
+    model, meta = checkpoint.load(model_path)
+    r = meta.get("render", {})
+    sr = int(r.get("sample_rate", 22050))
+    length = round(float(r.get("duration", 4.0)) * sr)
+    x = load_audio(source, sr, 1)[0]
+    if x.size == 0:
+        raise DataError(f"{source}: no audio")
+    x = np.pad(x, (0, max(0, length - x.size)))[:length].astype(np.float32)
+    mel = mel_of(x, sr)
+    pred = model.infer(torch.from_numpy(mel)[None])
+    vector = full_vectors(pred, meta)[0]
+    backend = get_backend(meta["synth"])
+    physical = {p.name: float(p.to_physical(float(vector[i]))) for i, p in enumerate(backend.params)}
+    result: dict[str, Any] = {
+        "source": str(Path(source).resolve()),
+        "model": str(Path(model_path).resolve()),
+        "synth": meta["synth"],
+        "params": physical,
+        "normalised": {n: float(vector[i]) for i, n in enumerate(meta["names"])},
+        "inferred": list(meta["subset"]),
+    }
+    if out_json is not None:
+        atomic_write_json(Path(out_json), result)
+        result["path"] = str(Path(out_json).resolve())
+    if render_path is not None or plot_path is not None:
+        with torch.inference_mode():
+            audio = backend.render(
+                vector[None],
+                note=r.get("note", 60),
+                velocity=r.get("velocity", 100),
+                hold=r.get("hold", 3.0),
+                duration=r.get("duration", 4.0),
+                sample_rate=sr,
+            )[0].numpy()
+        re_mel = mel_of(audio, sr)
+        a, b = np.log(np.exp(mel) + 1e-3), np.log(np.exp(re_mel) + 1e-3)
+        result["sc"] = float(np.linalg.norm(a - b) / max(np.linalg.norm(a), 1e-8))
+        result["mel_mse"] = float(np.mean((a - b) ** 2))
+        if render_path is not None:
+            import soundfile as sf
+
+            Path(render_path).parent.mkdir(parents=True, exist_ok=True)
+            sf.write(render_path, audio, sr, subtype="FLOAT")
+            result["render"] = str(Path(render_path).resolve())
+        if plot_path is not None:
+            plot_mels(a, b, plot_path, title=Path(source).name)
+            result["plot"] = str(Path(plot_path).resolve())
+    return json.loads(json.dumps(result))
+
+
+def plot_mels(
+    target: np.ndarray, rendered: np.ndarray, path: str | os.PathLike[str], title: str = ""
+) -> None:
+    """Target and re-rendered mel spectrograms, one above the other, as a PNG."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise MissingDependency("plots need matplotlib: pip install acids-flowsynth[train]") from None
+    lo, hi = float(min(target.min(), rendered.min())), float(max(target.max(), rendered.max()))
+    fig, axes = plt.subplots(2, 1, figsize=(7, 5), sharex=True)
+    for ax, m, name in zip(axes, (target, rendered), ("target", "re-rendered"), strict=True):
+        ax.imshow(m, origin="lower", aspect="auto", vmin=lo, vmax=hi, cmap="magma")
+        ax.set_ylabel(f"{name}\nmel band")
+    axes[0].set_title(title)
+    axes[1].set_xlabel("frame")
+    fig.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=80)
+    plt.close(fig)

@@ -1,0 +1,28 @@
+"""Shared fixtures: one thread, the synth, and a small rendered dataset (3 parameters, 16 kHz)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+# one thread: the test machines are shared 2-core boxes
+torch.set_num_threads(1)
+
+SMALL_SUBSET = "filter_cutoff,env1_attack,osc_mix"
+
+
+@pytest.fixture(scope="session")
+def synth():
+    from acids_flowsynth.synth import get_backend
+
+    return get_backend("acids-sub")
+
+
+@pytest.fixture(scope="session")
+def small_dataset(tmp_path_factory):
+    """80 presets of 3 parameters at 16 kHz, 4 s (about 3 s of CPU to render)."""
+    from acids_flowsynth.render import render_dataset
+
+    root = tmp_path_factory.mktemp("fs") / "data"
+    render_dataset("acids-sub", 80, root, subset=SMALL_SUBSET, seed=3, sample_rate=16000)
+    return root
