@@ -11,7 +11,7 @@ import click
 from acids_core.cli import AcidsCommand, AcidsGroup, verbosity_options
 from acids_core.errors import DataError, Exit, MissingInput, UsageError
 from acids_core.log import get_logger
-from acids_core.records import make_record, read_records, stdin_is_piped, write_record
+from acids_core.records import read_records, stdin_is_piped, write_record
 from acids_data import __version__
 
 log = get_logger("data.cli")
@@ -38,26 +38,6 @@ def _parse_features(text: str) -> tuple[str, ...]:
         return ()
     names = tuple(dict.fromkeys(t.strip().lower() for t in text.split(",") if t.strip()))
     return names
-
-
-def _dataset_record(out: Path, manifest: dict) -> dict:
-    totals = manifest.get("totals", {})
-    return make_record(
-        "dataset",
-        path=str(out.resolve()),
-        manifest=str((out / "manifest.json").resolve()),
-        sample_rate=manifest.get("sample_rate"),
-        channels=manifest.get("channels"),
-        chunk=manifest.get("chunk"),
-        hop=manifest.get("hop"),
-        feature_hop=manifest.get("feature_hop"),
-        features=sorted(manifest.get("features", {}).keys()),
-        chunks=totals.get("chunks"),
-        seconds=totals.get("seconds"),
-        files_ok=totals.get("files_ok"),
-        files_skipped=totals.get("files_skipped"),
-        complete=manifest.get("complete", False),
-    )
 
 
 @click.command(
@@ -147,6 +127,7 @@ def preprocess_cmd(
     """
     from acids_data.preprocess import PreprocessConfig, run
     from acids_data.scan import discover, parse_shard, select_shard
+    from acids_data.store import dataset_record
 
     cfg = PreprocessConfig(
         sample_rate=sample_rate,
@@ -199,7 +180,7 @@ def preprocess_cmd(
         raise DataError(
             f"no chunks were made: all {summary.files_skipped} input file(s) were skipped (see above)"
         )
-    write_record(_dataset_record(out, m))
+    write_record(dataset_record(out, m))
     minutes = (totals.get("seconds") or 0) / 60
     files_ok = totals.get("files_ok")
     log.info(
@@ -292,13 +273,14 @@ def merge_cmd(parts, out, force, copy):
       acids-data merge parts/* -o dataset/
     """
     from acids_data.merge import merge
+    from acids_data.store import dataset_record
 
     paths = [Path(p) for p in parts]
     for p in paths:
         if not p.exists():
             raise MissingInput(f"{p}: no such dataset")
     manifest = merge(paths, out, link=not copy, force=force)
-    write_record(_dataset_record(out, manifest))
+    write_record(dataset_record(out, manifest))
     totals = manifest.get("totals", {})
     log.info(f"merged {len(paths)} parts: {totals.get('chunks')} chunks in {out}")
 

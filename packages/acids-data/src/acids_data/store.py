@@ -133,6 +133,30 @@ def dataset_root(arg: str | os.PathLike[str] | Mapping[str, Any]) -> Path:
     return p
 
 
+def dataset_record(root: str | os.PathLike[str], manifest: Mapping[str, Any]) -> dict[str, Any]:
+    """The ``dataset`` pipe record of the dataset at ``root`` (what preprocess, merge and renderers emit)."""
+    from acids_core.records import make_record
+
+    out = Path(root)
+    totals = manifest.get("totals", {})
+    return make_record(
+        "dataset",
+        path=str(out.resolve()),
+        manifest=str((out / MANIFEST).resolve()),
+        sample_rate=manifest.get("sample_rate"),
+        channels=manifest.get("channels"),
+        chunk=manifest.get("chunk"),
+        hop=manifest.get("hop"),
+        feature_hop=manifest.get("feature_hop"),
+        features=sorted((manifest.get("features") or {}).keys()),
+        chunks=totals.get("chunks"),
+        seconds=totals.get("seconds"),
+        files_ok=totals.get("files_ok"),
+        files_skipped=totals.get("files_skipped"),
+        complete=manifest.get("complete", False),
+    )
+
+
 def read_manifest(root: str | os.PathLike[str] | Mapping[str, Any]) -> dict[str, Any]:
     """Load and check a dataset's manifest.json.
 
