@@ -91,3 +91,24 @@ def test_preprocess_piped_into_rave_training(tmp_path):
     record = json.loads(res.stdout.splitlines()[-1])
     assert record["kind"] == "checkpoint" and record["step"] == 6
     assert Path(record["path"]).is_file()
+
+
+def test_the_whole_chain_preprocess_train_export_check(tmp_path):
+    for exe in ("acids-rave", "acids-export"):
+        if shutil.which(exe) is None:
+            pytest.skip(f"{exe} is not installed")
+    res = bash(
+        f"acids-preprocess '{AUDIO}/trumpet.flac' -o data --sample-rate 22050 --chunk 16384"
+        " --features none -q"
+        " | acids-rave train -o run --config tiny --max-steps 4 --phase1-steps 2 --batch 2 --val-every 2 -q"
+        " | acids-export -q onnx --profile rpi-bookworm --streaming -o model.onnx"
+        " | acids-export -q check -",
+        tmp_path,
+    )
+    assert res.returncode == 0, res.stderr
+    artifact = json.loads(res.stdout.splitlines()[-1])
+    assert artifact["kind"] == "artifact" and artifact["format"] == "onnx"
+    assert artifact["profile"] == "rpi-bookworm" and artifact["streaming"] is True
+    assert Path(artifact["path"]) == tmp_path / "model.onnx"
+    for figures in artifact["figures"]["methods"].values():
+        assert figures["max_abs_error"] < 1e-3
