@@ -40,22 +40,12 @@ class TestTinyDDSP(ModelContract):
     def load(self, path):
         return checkpoint.load(path)
 
-    def test_causal(self):
-        """Audio of frame i depends on frames <= i only (frame-level causality, so blocks stream exactly).
+    # FFT convolutions (noise filter, reverb) leak float round-off (~1e-10 relative) across the whole signal
+    causal_rtol = 1e-6
 
-        FFT convolutions (noise filter, reverb) leak float round-off (~1e-10 relative) across the whole
-        signal, so "zero" means at most 1e-6 of the gradient on the past.
-        """
-        model = self.make_model()
-        f0, loudness = (t.clone().requires_grad_(True) for t in self._inputs(batch=1))
-        out = model(f0, loudness)
-        frame = f0.shape[-1] // 2
-        out[..., frame * self.hop : (frame + 1) * self.hop].pow(2).sum().backward()
-        for name, x in (("f0", f0), ("loudness", loudness)):
-            past = x.grad[..., : frame + 1].abs().max().item()
-            assert past > 0.0, f"{name}: frames up to {frame} are ignored"
-            future = x.grad[..., frame + 1 :].abs().max().item()
-            assert future <= 1e-6 * past, f"{name}: depends on future frames ({future:.3g} vs {past:.3g})"
+    def causal_horizon(self, step, input_index, input_length):
+        """Audio sample ``step`` depends on frames <= its own frame (frame-level causality)."""
+        return step // self.hop + 1
 
 
 @pytest.mark.parametrize("sizes", [[1] * 12, [3, 5, 1, 7, 2, 6], [12], [2, 10]])

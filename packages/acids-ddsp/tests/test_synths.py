@@ -5,7 +5,18 @@ import pytest
 import torch
 from scipy.signal.windows import blackmanharris
 
-from acids_ddsp.dsp import accumulate_phase, causal_ramp, magnitudes_to_ir, overlap_add, position_noise
+from acids_ddsp.dsp import (
+    NOISE_PERIODS,
+    accumulate_phase,
+    causal_ramp,
+    frame_convolve,
+    frame_convolve_direct,
+    irdft_tail_basis,
+    magnitudes_to_ir,
+    overlap_add,
+    position_noise,
+    rdft_basis,
+)
 from acids_ddsp.synths import FilteredNoise, HarmonicSynth, Reverb
 
 SR = 16000
@@ -149,6 +160,29 @@ def test_position_noise_is_white_uniform_and_block_independent():
     parts = torch.cat([position_noise(torch.tensor(12345 + s), n, 0) for s, n in ((0, 100), (100, 1000))])
     torch.testing.assert_close(parts, x[:1100].float(), atol=0, rtol=0)
     assert not torch.equal(position_noise(torch.tensor(0), 64, 1), position_noise(torch.tensor(0), 64, 2))
+
+
+def test_position_noise_is_exact_far_away_and_repeats_after_its_period():
+    period = NOISE_PERIODS[0] * NOISE_PERIODS[1] * NOISE_PERIODS[2]
+    far = 10**9 + 12345  # 5.8 h at 48 kHz
+    again = position_noise(far - period, 300, 0)
+    torch.testing.assert_close(again, position_noise(far, 300, 0), atol=0, rtol=0)
+    x = position_noise(far, 1 << 16, 0).double()
+    assert abs(x.mean().item()) < 0.02 and x.var().item() == pytest.approx(1 / 3, rel=0.03)
+    # values are multiples of 2**-22: exact in float32, so every runtime computes the same samples
+    assert torch.equal(x * 2**22, torch.round(x * 2**22))
+
+
+def test_exportable_forms_equal_the_fft_forms():
+    g = torch.Generator().manual_seed(0)
+    frames, irs = torch.randn(2, 5, 64, generator=g), torch.randn(2, 5, 16, generator=g)
+    torch.testing.assert_close(frame_convolve_direct(frames, irs), frame_convolve(frames, irs, 128))
+    x = torch.randn(3, 128, generator=g)
+    spec = x @ torch.from_numpy(rdft_basis(128))
+    ref = torch.view_as_real(torch.fft.rfft(x)).reshape(3, -1)
+    torch.testing.assert_close(spec, ref, atol=2e-5, rtol=1e-5)
+    tail = spec @ torch.from_numpy(irdft_tail_basis(128, 64))
+    torch.testing.assert_close(tail, x[:, 64:], atol=1e-5, rtol=1e-5)
 
 
 def test_reverb_tail_continues_across_blocks():

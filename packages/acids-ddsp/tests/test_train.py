@@ -62,3 +62,30 @@ def test_tiny_fits_a_real_phrase():
     assert np.isfinite(losses).all()
     assert np.mean(losses[-5:]) < 0.8 * np.mean(losses[:5]), losses
     assert after < 0.8 * before, (before, after)
+
+
+class FakeWriter:
+    def __init__(self):
+        self.audio = {}
+
+    def add_audio(self, tag, audio, step, sample_rate):
+        self.audio[tag] = (audio.shape, step, sample_rate)
+
+
+def test_report_logs_audio_and_writes_a_png(tmp_path):
+    from acids_ddsp.train import _report
+
+    torch.manual_seed(0)
+    cfg = preset("tiny")
+    model = DDSP(cfg)
+    batch = {
+        "audio": torch.randn(2, 1, 32 * cfg.hop) * 0.1,
+        "f0": torch.full((2, 32), 220.0),
+        "loudness": torch.full((2, 32), -30.0),
+    }
+    writer = FakeWriter()
+    _report(model, batch, 7, [(1, 3.0), (7, 2.0)], tmp_path, writer)
+    assert writer.audio["audio/resynthesis"] == ((32 * cfg.hop,), 7, 16000)
+    assert model.training  # restored
+    pytest.importorskip("matplotlib")
+    assert (tmp_path / "plots" / "step-0000007.png").exists()

@@ -1,4 +1,4 @@
-"""``acids-ddsp``: train, transfer, info. Parsing and I/O only; torch is imported inside the commands."""
+"""``acids-ddsp``: train, transfer, stream, info. Parsing and I/O only; torch is imported in the commands."""
 
 from __future__ import annotations
 
@@ -76,7 +76,10 @@ def train(
         tensorboard=tensorboard,
         steps=steps,
     )
-    write_record(make_record("checkpoint", path=str(Path(path).resolve()), format="acids-ddsp"))
+    import os
+
+    if os.environ.get("RANK", "0") == "0":  # under torchrun, one record (rank 0's)
+        write_record(make_record("checkpoint", path=str(Path(path).resolve()), format="acids-ddsp"))
 
 
 @main.command()
@@ -86,8 +89,22 @@ def train(
 @click.option("--pitch-shift", type=float, default=0.0, help="Semitones, after the automatic octave shift.")
 @click.option("--loudness-shift", type=float, default=0.0, help="dB, after loudness matching.")
 @click.option("--no-auto", is_flag=True, help="No octave shift, loudness matching or unvoiced attenuation.")
+@click.option(
+    "--plot",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="PNG comparing input and output f0/loudness (default: DEST with .png; --no-plot: none).",
+)
+@click.option("--no-plot", is_flag=True, help="Write no PNG.")
 def transfer(
-    model: str, source: str, dest: str, pitch_shift: float, loudness_shift: float, no_auto: bool
+    model: str,
+    source: str,
+    dest: str,
+    pitch_shift: float,
+    loudness_shift: float,
+    no_auto: bool,
+    plot: str | None,
+    no_plot: bool,
 ) -> None:
     """Resynthesise a monophonic recording SOURCE with the instrument MODEL into DEST (WAV)."""
     import numpy as np
@@ -126,6 +143,24 @@ def transfer(
         audio = audio * (0.99 / peak)
     Path(dest).parent.mkdir(parents=True, exist_ok=True)
     sf.write(dest, audio, cfg.sample_rate, subtype="FLOAT")
+    extra = {}
+    if not no_plot:
+        from acids_ddsp import plots
+
+        if plots.available():
+            png = Path(plot) if plot else Path(dest).with_suffix(".png")
+            out_feats = compute_features(audio[None], cfg.sample_rate, cfg.hop, ["loudness", "f0"])
+            plots.transfer_png(
+                png,
+                cfg.frame_rate,
+                feats,
+                (f0, loudness),
+                out_feats,
+                title=f"{Path(source).name} through {Path(model).name} ({done})",
+            )
+            extra["plot"] = str(png.resolve())
+        else:
+            log.warning("matplotlib is not installed (pip install acids-ddsp[train]): no PNG")
     write_record(
         make_record(
             "audio",
@@ -135,8 +170,82 @@ def transfer(
             frames=int(audio.shape[-1]),
             source=str(Path(source).resolve()),
             adjustments=done,
+            **extra,
         )
     )
+
+
+@main.command()
+@click.argument("model", type=click.Path(dir_okay=False))
+@click.option(
+    "--controls",
+    is_flag=True,
+    help="Read interleaved float32 (f0 Hz, loudness dB) frames instead of audio (no look-ahead).",
+)
+@click.option("--block", type=int, default=1024, show_default=True, help="Samples per block (hop multiple).")
+@click.option("--wav", "wav_out", is_flag=True, help="Write a float32 WAV stream instead of raw float32.")
+@click.option("--pitch-shift", type=float, default=0.0, help="Semitones (audio input).")
+@click.option("--loudness-shift", type=float, default=0.0, help="dB (audio input).")
+@click.option(
+    "--unvoiced-db", type=float, default=0.0, show_default=True, help="Attenuation of unvoiced frames (dB)."
+)
+@click.option("--threads", type=int, default=1, show_default=True, help="torch CPU threads.")
+def stream(
+    model: str,
+    controls: bool,
+    block: int,
+    wav_out: bool,
+    pitch_shift: float,
+    loudness_shift: float,
+    unvoiced_db: float,
+    threads: int,
+) -> None:
+    """Resynthesise stdin to stdout block by block with the instrument MODEL.
+
+    Audio in: raw little-endian float32 mono at the model's rate, or a WAV stream (detected by its header).
+    The features are acids-data's, equal to the offline ones, so the output is the offline resynthesis
+    delayed by a look-ahead (logged; 192 ms + up to a hop at 16 kHz) and the block. With --controls:
+    f0/loudness frames in, audio out, no look-ahead. Out: raw float32 (or --wav) at the model's rate.
+    """
+    import sys
+
+    import torch
+
+    from acids_ddsp import checkpoint
+    from acids_ddsp.stream import FeatureStream, PcmReader, stream_audio, stream_controls, wav_stream_header
+
+    if not Path(model).exists():
+        raise MissingInput(f"{model}: no such checkpoint")
+    torch.set_num_threads(threads)
+    net = checkpoint.load(model)
+    if block < net.hop or block % net.hop:
+        raise click.BadParameter(f"must be a positive multiple of the hop ({net.hop})", param_hint="--block")
+    out = sys.stdout.buffer
+    if wav_out:
+        out.write(wav_stream_header(net.sample_rate))
+    if controls:
+        blocks = stream_controls(net, sys.stdin.buffer, block // net.hop)
+    else:
+        reader = PcmReader(sys.stdin.buffer, net.sample_rate)
+        look = FeatureStream(net.sample_rate, net.hop).lookahead
+        ms = 1000 * look / net.sample_rate
+        log.info("feature look-ahead %d samples (%.1f ms) + block %d", look, ms, block)
+        blocks = stream_audio(
+            net,
+            reader,
+            block,
+            pitch_shift=pitch_shift,
+            loudness_shift=loudness_shift,
+            unvoiced_db=unvoiced_db,
+        )
+    try:
+        for audio in blocks:
+            if audio.size:
+                out.write(audio.astype("<f4").tobytes())
+                out.flush()
+    except BrokenPipeError:  # the reader went away: stop quietly (exit 1, as click does on EPIPE)
+        sys.stderr.close()
+        raise SystemExit(1) from None
 
 
 @main.command()
@@ -158,3 +267,7 @@ def info(config: str | None, overrides: tuple[str, ...], model_path: str | None)
             config=to_dict(net.cfg),
         )
     )
+
+
+if __name__ == "__main__":  # torchrun -m acids_ddsp.cli train ...
+    main()

@@ -4,6 +4,11 @@ Every module has ``streaming: bool``. Off (the default), a call processes a whol
 consecutive calls continue one signal: the state (oscillator phase and last controls, noise position and
 filter tails, reverb tail) is carried across calls, and the concatenated output equals the offline output.
 Turning streaming on or off (``set_streaming``) starts from a fresh state.
+
+The state is float32 tensors only, reassigned (never mutated in place), and a zero-filled state of the
+materialised shapes is a fresh stream: what acids-export needs to make it explicit ONNX inputs/outputs.
+While tracing or exporting (:func:`~acids_ddsp.dsp.graph_mode`) the FFTs become constant matmuls and
+gathers, so the exported graph has no DFT/STFT, Mod or bitwise operator.
 """
 
 import math
@@ -12,13 +17,21 @@ import torch
 from torch import nn
 
 from acids_ddsp.dsp import (
+    NOISE_PERIODS,
     accumulate_phase,
     causal_ramp,
     fft_convolve,
+    frame_convolve,
+    frame_convolve_direct,
+    graph_mode,
+    ir_basis,
+    irdft_tail_basis,
     magnitudes_to_ir,
     next_pow2,
+    noise_table,
     overlap_add,
-    position_noise,
+    rdft_basis,
+    table_noise,
 )
 
 
@@ -33,7 +46,8 @@ class HarmonicSynth(nn.Module):
     * A harmonic is kept in frame i only if it stays below Nyquist over the whole f0 ramp of the frame; both
       ends of that frame's amplitude ramp use the same mask and are renormalised, so no sample carries energy
       above Nyquist.
-    * The phase is accumulated in float64 and wrapped per call (see :func:`~acids_ddsp.dsp.accumulate_phase`).
+    * The phase is accumulated in float64 and wrapped per call (see :func:`~acids_ddsp.dsp.accumulate_phase`);
+      between calls it is kept as two float32 (high part and remainder: 48 bits of the wrapped phase).
     * The amplitude ramp is applied with two matrix products per frame instead of upsampling the (B, T, K)
       amplitude tensors.
     """
@@ -51,14 +65,17 @@ class HarmonicSynth(nn.Module):
             "harmonics", torch.arange(1, n_harmonics + 1, dtype=torch.float32), persistent=False
         )
         self.register_buffer("ramp", torch.arange(1, hop + 1, dtype=torch.float32) / hop, persistent=False)
-        self.register_buffer("phase", torch.zeros(0, 1, dtype=torch.float64), persistent=False)
+        self.register_buffer("phase", torch.zeros(0, 2), persistent=False)
         self.register_buffer("prev_f0", torch.zeros(0, 1), persistent=False)
+        # 1 once a stream has produced a block (0: the next block starts on its own first pitch)
+        self.register_buffer("started", torch.zeros(0, 1), persistent=False)
         self.register_buffer("prev_amp", torch.zeros(0, 1), persistent=False)
         self.register_buffer("prev_dist", torch.zeros(0, 1, n_harmonics), persistent=False)
 
     def reset(self) -> None:
-        self.phase = torch.zeros(0, 1, dtype=torch.float64, device=self.harmonics.device)
+        self.phase = torch.zeros(0, 2, device=self.harmonics.device)
         self.prev_f0 = torch.zeros(0, 1, device=self.harmonics.device)
+        self.started = torch.zeros(0, 1, device=self.harmonics.device)
         self.prev_amp = torch.zeros(0, 1, device=self.harmonics.device)
         self.prev_dist = torch.zeros(0, 1, self.n_harmonics, device=self.harmonics.device)
 
@@ -75,14 +92,17 @@ class HarmonicSynth(nn.Module):
         """
         b, n = f0.shape
         if self.streaming and self.phase.shape[0] == b:
-            prev_f0, prev_amp, prev_dist, phase0 = self.prev_f0, self.prev_amp, self.prev_dist, self.phase
+            prev_f0, prev_amp, prev_dist = self.prev_f0, self.prev_amp, self.prev_dist
+            phase0 = self.phase[:, :1].to(torch.float64) + self.phase[:, 1:].to(torch.float64)
+            started = self.started
         else:
             prev_f0 = torch.zeros_like(f0[:, :1])
+            started = torch.zeros_like(f0[:, :1])
             prev_amp = torch.zeros_like(amplitude[:, :1])
             prev_dist = torch.zeros_like(distribution[:, :1])
             phase0 = torch.zeros(b, 1, dtype=torch.float64, device=f0.device)
         # a stream (or a zeroed state) starts on its first pitch and fades in from silence over one frame
-        prev_f0 = torch.where(prev_f0 > 0, prev_f0, f0[:, :1])
+        prev_f0 = torch.where(started > 0, prev_f0, f0[:, :1])
 
         phase, last_phase = accumulate_phase(
             causal_ramp(f0, prev_f0, self.hop), self.sample_rate, phase0, self.hop
@@ -99,15 +119,16 @@ class HarmonicSynth(nn.Module):
         coeffs = torch.stack([start, end - start], dim=-1)  # (B, F, K, 2)
         # frames in chunks of ~chunk_samples so the (samples, K) sine table stays in cache
         step = max(1, self.chunk_samples // self.hop)
+        exporting = graph_mode()
+        if exporting:  # one chunk: a traced loop would be unrolled for the traced length only
+            step = n
         outs: list[torch.Tensor] = []
         for i in range(0, n, step):
             m = min(step, n - i)
             k = self.n_harmonics
             # the kept harmonics are a prefix 1..k_i per frame: skip those muted in the whole chunk (eager
-            # and TorchScript; torch.export needs static shapes and computes them all)
-            if torch.jit.is_scripting():
-                k = max(1, int(mask[:, i : i + m].sum(-1).max()))
-            elif not torch.compiler.is_exporting():
+            # and TorchScript; traced and exported graphs need static shapes and compute them all)
+            if not exporting:
                 k = max(1, int(mask[:, i : i + m].sum(-1).max()))
             arg = (6.283185307179586 * phase[:, i * self.hop : (i + m) * self.hop]).unsqueeze(-1)
             sines = torch.sin(arg * self.harmonics[:k]).reshape(b * m, self.hop, k)
@@ -118,9 +139,11 @@ class HarmonicSynth(nn.Module):
 
         if self.streaming:
             self.prev_f0 = f0[:, -1:]
+            self.started = torch.ones_like(started)
             self.prev_amp = amplitude[:, -1:]
             self.prev_dist = distribution[:, -1:]
-            self.phase = last_phase
+            high = last_phase.to(torch.float32)
+            self.phase = torch.cat([high, (last_phase - high.to(torch.float64)).to(torch.float32)], dim=1)
         return out
 
 
@@ -130,11 +153,18 @@ class FilteredNoise(nn.Module):
     Each frame's ``hop`` noise samples are convolved with that frame's linear-phase FIR
     (2 * (n_bands - 1) taps, delay n_bands - 1 samples); the full convolution (hop + taps - 1 samples) is
     overlap-added, so a frame's tail rings into the next frames instead of being cut (ddsp_pytorch drops it).
-    In training mode the noise is ``torch.rand``; in eval mode it is a hash of the absolute sample position
-    (same for every batch item), so streamed output equals offline output.
+    In training mode the noise is ``torch.rand``; in eval mode it is a pure function of the absolute sample
+    position (:func:`~acids_ddsp.dsp.table_noise`, same for every batch item), so streamed output equals
+    offline output. State: the position's residues (3 small integers as float32) and the filter tail.
+
+    Data-parallel training sets ``shard``/``shards``: each rank draws the noise of the whole global batch
+    from the same RNG state and keeps its rows (``shard::shards``), so a run on N processes sees the same
+    noise as one process on the global batch.
     """
 
     streaming: bool
+    shard: int
+    shards: int
 
     def __init__(self, hop: int, n_bands: int, seed: int = 0) -> None:
         super().__init__()
@@ -144,34 +174,51 @@ class FilteredNoise(nn.Module):
         self.seed = seed
         self.fft_size = next_pow2(hop + self.taps - 1)
         self.streaming = False
-        self.register_buffer("position", torch.zeros((), dtype=torch.int64), persistent=False)
+        self.shard, self.shards = 0, 1
+        p = NOISE_PERIODS
+        self.register_buffer("table", noise_table(seed), persistent=False)
+        self.register_buffer("periods", torch.tensor(p, dtype=torch.int64).unsqueeze(1), persistent=False)
+        offsets = torch.tensor([0, p[0], p[0] + p[1]], dtype=torch.int64).unsqueeze(1)
+        self.register_buffer("offsets", offsets, persistent=False)
+        self.register_buffer("basis", ir_basis(n_bands), persistent=False)
+        self.register_buffer("counters", torch.zeros(3), persistent=False)
         self.register_buffer("tail", torch.zeros(0, 0), persistent=False)
 
     def reset(self) -> None:
-        self.position = torch.zeros((), dtype=torch.int64, device=self.position.device)
-        self.tail = torch.zeros(0, 0, device=self.position.device)
+        self.counters = torch.zeros(3, device=self.table.device)
+        self.tail = torch.zeros(0, 0, device=self.table.device)
 
-    def noise(self, batch: int, length: int, start: torch.Tensor) -> torch.Tensor:
+    def noise(self, batch: int, length: int, counters: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, length) noise from the position ``counters``, and the counters after it."""
         if self.training:
-            return torch.rand(batch, length, device=start.device) * 2.0 - 1.0
-        return position_noise(start, length, self.seed).expand(batch, length)
+            noise = torch.rand(batch * self.shards, length, device=counters.device)[self.shard :: self.shards]
+            return noise * 2.0 - 1.0, counters
+        noise, after = table_noise(self.table, self.periods, self.offsets, counters, length)
+        return noise.expand(batch, length), after
+
+    @torch.jit.unused
+    def _convolve_direct(self, frames: torch.Tensor, ir: torch.Tensor) -> torch.Tensor:
+        return frame_convolve_direct(frames, ir)
 
     def forward(self, magnitudes: torch.Tensor) -> torch.Tensor:
         """Args: magnitudes (B, F, n_bands) >= 0. Returns: (B, F * hop) audio."""
         b, n, _ = magnitudes.shape
         length = n * self.hop
         fresh = not (self.streaming and self.tail.shape[0] == b)
-        start = torch.zeros_like(self.position) if fresh else self.position
-        frames = self.noise(b, length, start).reshape(b, n, self.hop)
-        ir = magnitudes_to_ir(magnitudes)  # (B, F, taps)
-        spec = torch.fft.rfft(frames, self.fft_size) * torch.fft.rfft(ir, self.fft_size)
-        filtered = torch.fft.irfft(spec, self.fft_size)[..., : self.hop + self.taps - 1]
+        counters = torch.zeros_like(self.counters) if fresh else self.counters
+        noise, after = self.noise(b, length, counters)
+        frames = noise.reshape(b, n, self.hop)
+        ir = magnitudes_to_ir(magnitudes, self.basis)  # (B, F, taps)
+        if graph_mode():
+            filtered = self._convolve_direct(frames, ir)
+        else:
+            filtered = frame_convolve(frames, ir, self.fft_size)
         out = overlap_add(filtered, self.hop)  # (B, length + ring)
         if self.streaming:
             if not fresh:
                 out = out + nn.functional.pad(self.tail, (0, out.shape[-1] - self.tail.shape[-1]))
             self.tail = out[:, length:]
-            self.position = start + length
+            self.counters = after
         return out[:, :length]
 
 
@@ -183,7 +230,10 @@ class Reverb(nn.Module):
     uniformly partitioned overlap-save convolution with partitions of ``partition`` samples (the hop): the
     spectra of past input partitions are kept, so a call costs one FFT pair per partition of new input plus
     one complex multiply-add per IR partition, instead of an FFT as long as the IR (48,000 taps at 48 kHz).
-    The IR spectra are computed once per streaming session (the weights are frozen while streaming).
+    The multiply-add over partitions is a grouped ``conv1d`` on real (re, im) channel pairs, and the state
+    (last input partition, spectra of the previous ones) is real float32. The IR spectra are computed once
+    per streaming session (the weights are frozen while streaming). Traced/exported graphs use the
+    partitioned form offline too, with DFTs as constant matmuls.
     """
 
     streaming: bool
@@ -192,6 +242,7 @@ class Reverb(nn.Module):
         super().__init__()
         self.length = length
         self.partition = partition
+        self.bins = partition + 1
         self.n_parts = (length + partition - 1) // partition
         self.streaming = False
         rate0 = 10.0  # initial decay rate (1/s): -87 dB after one second
@@ -204,29 +255,38 @@ class Reverb(nn.Module):
         t = torch.arange(length, dtype=torch.float32) / sample_rate
         self.register_buffer("t", t, persistent=False)
         self.register_buffer("not_first", (torch.arange(length) > 0).to(torch.float32), persistent=False)
-        bins = partition + 1
-        self.register_buffer("ir_spectra", torch.zeros(0, bins, dtype=torch.complex64), persistent=False)
-        self.register_buffer("history", torch.zeros(0, 0, bins, dtype=torch.complex64), persistent=False)
+        # constants of a stream: (bins, n_parts, 2) real view of the IR partitions' spectra, oldest first
+        self.register_buffer("ir_spectra", torch.zeros(0, self.n_parts, 2), persistent=False)
+        # state: the last input partition, and the (re, im) spectra of the previous n_parts - 1 windows
+        self.register_buffer("history", torch.zeros(0, 0, self.bins, 2), persistent=False)
         self.register_buffer("previous", torch.zeros(0, partition), persistent=False)
 
     def reset(self) -> None:
         """Fresh streaming state; the IR spectra are computed here, once, when streaming is on (they are
         constants of a stream, not state: forward never reassigns them once set)."""
-        bins = self.partition + 1
         device = self.t.device
-        self.history = torch.zeros(0, 0, bins, dtype=torch.complex64, device=device)
+        self.history = torch.zeros(0, 0, self.bins, 2, device=device)
         self.previous = torch.zeros(0, self.partition, device=device)
         if self.streaming:
             with torch.no_grad():
                 self.ir_spectra = self._ir_spectra()
         else:
-            self.ir_spectra = torch.zeros(0, bins, dtype=torch.complex64, device=device)
+            self.ir_spectra = torch.zeros(0, self.n_parts, 2, device=device)
 
     def _ir_spectra(self) -> torch.Tensor:
         p, n_parts = self.partition, self.n_parts
         ir = nn.functional.pad(self.impulse_response().detach(), (0, n_parts * p - self.length))
         # partition k of the IR zero-padded to 2p (overlap-save), oldest partition first
-        return torch.fft.rfft(ir.reshape(n_parts, p), 2 * p).flip(0)
+        spec = torch.fft.rfft(ir.reshape(n_parts, p), 2 * p).flip(0).t()  # (bins, n_parts)
+        return torch.view_as_real(spec).contiguous()
+
+    @torch.jit.unused
+    def _conv_weight(self, spectra: torch.Tensor) -> torch.Tensor:
+        """(2 * bins, 2, n_parts) grouped-conv1d weight from :meth:`_ir_spectra`: per bin, the complex
+        product with each partition's spectrum as a 2 × 2 real matrix (conv1d correlates: oldest first)."""
+        re, im = spectra[..., 0], spectra[..., 1]
+        w = torch.stack([torch.stack([re, -im], dim=1), torch.stack([im, re], dim=1)], dim=1)
+        return w.reshape(2 * self.bins, 2, self.n_parts)
 
     def impulse_response(self) -> torch.Tensor:
         """(length,) the wet impulse response (first sample 0)."""
@@ -235,31 +295,84 @@ class Reverb(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Args: x (B, T), T a multiple of the partition when streaming. Returns: (B, T) dry + wet."""
+        b = x.shape[0]
         if self.streaming:
-            return x + self._partitioned(x)
+            if self.ir_spectra.shape[0] == 0:  # streaming switched on without reset()
+                self.ir_spectra = self._ir_spectra()
+            if self.previous.shape[0] != b:
+                self.previous = x.new_zeros(b, self.partition)
+                self.history = x.new_zeros(b, self.n_parts - 1, self.bins, 2)
+            state = (self.previous, self.history, self.ir_spectra)
+            if graph_mode():
+                wet, previous, history = self._partitioned_graph(x, state[0], state[1], state[2])
+            else:
+                wet, previous, history = self._partitioned(x, state[0], state[1], state[2])
+            self.previous, self.history = previous, history
+            return x + wet
+        if graph_mode():  # no long FFT in an exported graph: the partitioned form from silence
+            wet = self._partitioned_graph(
+                x,
+                x.new_zeros(b, self.partition),
+                x.new_zeros(b, self.n_parts - 1, self.bins, 2),
+                self._ir_spectra(),
+            )[0]
+            return x + wet
         return x + fft_convolve(x, self.impulse_response())[:, : x.shape[-1]]
 
-    def _partitioned(self, x: torch.Tensor) -> torch.Tensor:
+    def _windows(self, x: torch.Tensor, previous: torch.Tensor) -> torch.Tensor:
+        """(B, S, 2p) overlap-save windows of x's S partitions (each with the partition before it)."""
         b, length = x.shape
-        p, n_parts = self.partition, self.n_parts
+        p = self.partition
         if length % p:
             raise ValueError(f"streaming reverb needs blocks that are multiples of {p} samples, got {length}")
-        if self.ir_spectra.shape[0] == 0:  # streaming switched on without reset()
-            self.ir_spectra = self._ir_spectra()
-        if self.previous.shape[0] != b:
-            self.previous = x.new_zeros(b, p)
-            self.history = torch.zeros(b, n_parts - 1, p + 1, dtype=torch.complex64, device=x.device)
         segments = x.reshape(b, length // p, p)
-        before = torch.cat([self.previous.unsqueeze(1), segments[:, :-1]], dim=1)
-        spectra = torch.fft.rfft(torch.cat([before, segments], dim=-1))  # (B, S, p + 1)
+        before = torch.cat([previous.unsqueeze(1), segments[:, :-1]], dim=1)
+        return torch.cat([before, segments], dim=-1)
+
+    def _partitioned(
+        self, x: torch.Tensor, previous: torch.Tensor, history: torch.Tensor, ir_spectra: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Overlap-save partitioned convolution of a block (eager and TorchScript: complex FFTs).
+
+        Args:
+            x: (B, T) new input, T a multiple of the partition p.
+            previous: (B, p) the input partition before x.
+            history: (B, n_parts - 1, bins, 2) (re, im) spectra of the previous windows, oldest first.
+            ir_spectra: (bins, n_parts, 2) :meth:`_ir_spectra`.
+
+        Returns:
+            (wet (B, T), new previous, new history).
+        """
+        b, length = x.shape
+        p, n_parts = self.partition, self.n_parts
+        windows = self._windows(x, previous)
+        spectra = torch.fft.rfft(windows)  # (B, S, bins)
+        every = torch.cat([torch.view_as_complex(history), spectra], dim=1)  # (B, n_parts - 1 + S, bins)
+        ir = torch.view_as_complex(ir_spectra)  # (bins, n_parts)
         outs: list[torch.Tensor] = []
-        step = 16  # segments per product, to bound memory for long blocks
+        step = 16  # partitions per product, to bound memory for long blocks
         for s0 in range(0, spectra.shape[1], step):
-            new = spectra[:, s0 : s0 + step]
-            every = torch.cat([self.history, new], dim=1)  # (B, n_parts - 1 + S', bins)
-            windows = every.unfold(1, n_parts, 1)  # (B, S', bins, n_parts): the spectra each output sees
-            acc = (windows * self.ir_spectra.t()).sum(-1)  # (B, S', bins)
+            seen = every[:, s0 : s0 + min(step, spectra.shape[1] - s0) + n_parts - 1]
+            acc = (seen.unfold(1, n_parts, 1) * ir).sum(-1)  # (B, S', bins)
             outs.append(torch.fft.irfft(acc, 2 * p)[..., p:])  # overlap-save: keep the last p samples
-            self.history = every[:, every.shape[1] - (n_parts - 1) :]
-        self.previous = segments[:, -1]
-        return torch.cat(outs, dim=1).reshape(b, length)
+        wet = torch.cat(outs, dim=1) if len(outs) > 1 else outs[0]
+        keep = every.shape[1] - (n_parts - 1)
+        return wet.reshape(b, length), x[:, length - p :], torch.view_as_real(every[:, keep:]).contiguous()
+
+    @torch.jit.unused
+    def _partitioned_graph(
+        self, x: torch.Tensor, previous: torch.Tensor, history: torch.Tensor, ir_spectra: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """:meth:`_partitioned` for traced/exported graphs: DFTs as constant matmuls, the multiply-add over
+        partitions as one grouped conv1d on (re, im) channel pairs (no unfold, no loop: any length)."""
+        b, length = x.shape
+        p, bins, n_parts = self.partition, self.bins, self.n_parts
+        windows = self._windows(x, previous)
+        spectra = torch.matmul(windows, torch.from_numpy(rdft_basis(2 * p)))  # (B, S, 2 bins) interleaved
+        past = history.reshape(b, n_parts - 1, 2 * bins)
+        every = torch.cat([past, spectra], dim=1).transpose(1, 2)  # (B, 2 bins, n_parts - 1 + S)
+        acc = nn.functional.conv1d(every, self._conv_weight(ir_spectra), groups=bins).transpose(1, 2)
+        wet = torch.matmul(acc, torch.from_numpy(irdft_tail_basis(2 * p, p)))  # (B, S, p)
+        keep = every.shape[2] - (n_parts - 1)
+        new_history = every[:, :, keep:].transpose(1, 2).reshape(b, n_parts - 1, bins, 2)
+        return wet.reshape(b, length), x[:, length - p :], new_history

@@ -1,6 +1,8 @@
 """Training: the optimisation step, and the loop over an acids-data dataset with resumable checkpoints.
 
-The only module that imports optimizers (and TensorBoard, optionally). Single process; DDP is not done yet.
+The only module that imports optimizers (and TensorBoard, optionally). At every checkpoint a run writes
+``plots/step-NNNNNNN.png`` (loss curve, target vs resynthesis spectrograms; needs matplotlib) and, with
+TensorBoard installed, the loss and learning rate every step and the target/resynthesis audio.
 """
 
 from __future__ import annotations
@@ -52,13 +54,19 @@ def train_step(
     sched: torch.optim.lr_scheduler.LRScheduler | None,
     batch: Mapping[str, torch.Tensor],
     grad_clip: float,
+    forward: torch.nn.Module | None = None,
 ) -> float:
-    """One optimisation step on a batch; returns the loss."""
+    """One optimisation step on a batch; returns the loss (averaged over the ranks when distributed).
+
+    ``forward`` is what runs the model (its DistributedDataParallel wrapper; ``model`` by default). The
+    loss is a mean over the items, and DDP averages the gradients of equal shards, so N ranks on a global
+    batch compute the gradient of one process on it (up to float summation order).
+    """
     model.train()
     audio, f0, loudness = batch_tensors(batch)
     frames = min(f0.shape[-1], audio.shape[-1] // model.hop)
     audio = audio[..., : frames * model.hop]
-    out = model(f0[:, :frames], loudness[:, :frames])
+    out = (forward or model)(f0[:, :frames], loudness[:, :frames])
     loss = loss_fn(out, audio)
     opt.zero_grad(set_to_none=True)
     loss.backward()
@@ -67,7 +75,11 @@ def train_step(
     opt.step()
     if sched is not None:
         sched.step()
-    return float(loss.detach())
+    value = loss.detach()
+    if forward is not None and forward is not model and torch.distributed.is_initialized():
+        torch.distributed.all_reduce(value)
+        value = value / torch.distributed.get_world_size()
+    return float(value)
 
 
 def epoch_order(n: int, seed: int, epoch: int) -> list[int]:
@@ -77,19 +89,55 @@ def epoch_order(n: int, seed: int, epoch: int) -> list[int]:
 
 
 def _batches(
-    dataset: Any, batch_size: int, seed: int, epoch: int, skip: int
+    dataset: Any, batch_size: int, seed: int, epoch: int, skip: int, rank: int = 0, world: int = 1
 ) -> Iterator[tuple[int, int, Any]]:
     """Endless (epoch, index in epoch, batch). Crops come from ``set_epoch`` and the order from
-    :func:`epoch_order`, so a resumed run (skipping the batches already done) sees the same data."""
+    :func:`epoch_order`, so a resumed run (skipping the batches already done) sees the same data. With
+    ``world`` ranks, ``batch_size`` is the global batch and rank r takes its items r, r + world, ..."""
     collate = torch.utils.data.default_collate
     while True:
         dataset.set_epoch(epoch)
         order = epoch_order(len(dataset), seed, epoch)
         n_batches = max(1, len(order) // batch_size)
         for i in range(skip, n_batches):
-            idx = order[i * batch_size : (i + 1) * batch_size]
+            idx = order[i * batch_size : (i + 1) * batch_size][rank::world]
             yield epoch, i, collate([dataset[j] for j in idx])
         epoch, skip = epoch + 1, 0
+
+
+def _report(
+    model: DDSP,
+    batch: Mapping[str, torch.Tensor],
+    step: int,
+    history: list[tuple[int, float]],
+    out: Path,
+    writer: Any,
+) -> None:
+    """Resynthesise the first item of ``batch`` (eval mode, no RNG used) for the PNG and TensorBoard."""
+    from acids_ddsp import plots
+
+    audio, f0, loudness = batch_tensors(batch)
+    frames = min(f0.shape[-1], audio.shape[-1] // model.hop)
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        resynth = model(f0[:1, :frames], loudness[:1, :frames])[0, 0]
+    model.train(was_training)
+    target = audio[0, 0, : frames * model.hop]
+    if writer is not None:
+        writer.add_audio("audio/target", target.clamp(-1, 1), step, sample_rate=model.sample_rate)
+        writer.add_audio("audio/resynthesis", resynth.clamp(-1, 1), step, sample_rate=model.sample_rate)
+    if plots.available() and history:
+        (out / "plots").mkdir(exist_ok=True)
+        steps, losses = zip(*history, strict=True)
+        plots.training_png(
+            out / "plots" / f"step-{step:07d}.png",
+            steps,
+            losses,
+            target.numpy(),
+            resynth.numpy(),
+            model.sample_rate,
+        )
 
 
 def dataset_stats(data: Any, indices: Any, limit: int = 512) -> dict[str, Any]:
@@ -100,6 +148,18 @@ def dataset_stats(data: Any, indices: Any, limit: int = 512) -> dict[str, Any]:
     with ShardReader(data, keys=("f0", "f0_confidence", "loudness")) as reader:
         step = max(1, len(indices) // limit)
         return feature_stats(reader.read(int(i)) for i in list(indices)[::step][:limit])
+
+
+def distributed() -> tuple[int, int]:
+    """(rank, world size) under torchrun (WORLD_SIZE > 1): joins the gloo process group; else (0, 1)."""
+    import os
+
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return 0, 1
+    if not torch.distributed.is_initialized():
+        torch.distributed.init_process_group("gloo")
+    return torch.distributed.get_rank(), world
 
 
 def train(
@@ -117,6 +177,10 @@ def train(
     The run directory gets ``config.toml`` and ``last.ckpt`` (atomic, every ``checkpoint_every`` steps and at
     the end). With ``resume`` a run continues from ``last.ckpt`` when it exists (model, optimizer, schedule,
     step, epoch and RNG), and gives the same weights as an uninterrupted run (single process).
+
+    Under torchrun (``WORLD_SIZE`` > 1) the ranks share ``train.batch_size`` (the global batch, which must
+    divide evenly), gradients are averaged by DistributedDataParallel over gloo, and rank 0 alone writes
+    checkpoints, logs and plots: the weights follow a single-process run on the same global batch.
     """
     from acids_data.dataset import ChunkDataset
 
@@ -133,13 +197,19 @@ def train(
         )
     if len(ds) == 0:
         raise DataError(f"{data}: no training chunks")
+    rank, world = distributed()
+    if cfg.train.batch_size % world:
+        raise DataError(f"train.batch_size={cfg.train.batch_size} does not split over {world} processes")
+    lead = rank == 0
 
     stats = dataset_stats(data, ds.indices)
     torch.manual_seed(cfg.train.seed)
     model = DDSP(cfg)
+    model.noise.shard, model.noise.shards = rank, world
     loss_fn = from_config(cfg)
     opt, sched = make_optimizer(model, cfg)
     step, epoch, done = 0, 0, 0
+    history: list[tuple[int, float]] = []  # (step, loss), every step (a few MB for a long run)
     last = out / LAST
     if resume and last.exists():
         env = checkpoint.read(last)
@@ -150,20 +220,34 @@ def train(
         opt.load_state_dict(p["optimizer"])
         sched.load_state_dict(p["scheduler"])
         step, epoch, done = int(p["step"]), int(p["epoch"]), int(p["batch"])
+        history = [(int(s), float(v)) for s, v in p.get("history", [])]
         torch.set_rng_state(p["rng"])
         log.info("resumed %s at step %d", last, step)
-    (out / "config.toml").write_text(to_toml(cfg))
+    forward: torch.nn.Module = model
+    if world > 1:
+        from torch.nn.parallel import DistributedDataParallel
+
+        forward = DistributedDataParallel(model)  # broadcasts rank 0's weights; averages gradients
+        log.info("data parallel: rank %d of %d, %d items each", rank, world, cfg.train.batch_size // world)
+    if lead:
+        (out / "config.toml").write_text(to_toml(cfg))
 
     writer = None
-    if tensorboard:
+    if tensorboard and lead:
         try:
             from torch.utils.tensorboard import SummaryWriter
 
             writer = SummaryWriter(str(out / "tb"))
         except ImportError:
             log.warning("tensorboard is not installed (pip install acids-ddsp[train]): no TensorBoard logs")
+    from acids_ddsp import plots
+
+    if lead and not plots.available():
+        log.warning("matplotlib is not installed (pip install acids-ddsp[train]): no PNG plots")
 
     def save() -> None:
+        if not lead:
+            return
         checkpoint.save(
             model,
             last,
@@ -174,28 +258,37 @@ def train(
             batch=done,
             rng=torch.get_rng_state(),
             stats=stats,
+            history=history,
         )
 
     t0 = time.monotonic()
-    with Progress(total=total, desc="train", unit="steps") as bar:
+    with Progress(total=total, desc="train", unit="steps", mode=None if lead else "off") as bar:
         if step:
             bar.update(step)
-        batches = _batches(ds, cfg.train.batch_size, cfg.train.seed, epoch, done)
+        batches = _batches(ds, cfg.train.batch_size, cfg.train.seed, epoch, done, rank, world)
+        batch = None
         while step < total:
             epoch, index, batch = next(batches)
             done = index + 1  # batches of this epoch consumed (the checkpoint resumes after them)
-            loss = train_step(model, loss_fn, opt, sched, batch, cfg.train.grad_clip)
+            loss = train_step(model, loss_fn, opt, sched, batch, cfg.train.grad_clip, forward)
             if not math.isfinite(loss):
                 raise DataError(f"loss is {loss} at step {step}: lower train.lr or check the data")
             step += 1
+            history.append((step, loss))
             bar.update(1, loss=f"{loss:.3f}")
             if writer is not None:
                 writer.add_scalar("loss/spectral", loss, step)
                 writer.add_scalar("lr", sched.get_last_lr()[0], step)
-            if step % checkpoint_every == 0:
+            if step % checkpoint_every == 0 and lead:
                 save()
+                _report(model, batch, step, history, out, writer)
     save()
+    if lead and batch is not None and step % checkpoint_every:
+        _report(model, batch, step, history, out, writer)
     if writer is not None:
         writer.close()
+    if world > 1:
+        torch.distributed.barrier()  # the checkpoint exists before any rank returns
+        torch.distributed.destroy_process_group()
     log.info("trained %d steps in %.0f s; checkpoint %s", step, time.monotonic() - t0, last)
     return last

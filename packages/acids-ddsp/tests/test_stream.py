@@ -1,0 +1,104 @@
+"""``acids-ddsp stream`` through real pipes: streamed output == offline resynthesis of the same input."""
+
+import io
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import random_controls
+
+from acids_ddsp import checkpoint
+from acids_ddsp.config import preset
+from acids_ddsp.model import DDSP
+from acids_ddsp.stream import FeatureStream, PcmReader, adjust_frames
+
+PHRASE = Path("/work/shared/data/phrases/16000/violin_phrases.flac")
+EXE = Path(sys.executable).with_name("acids-ddsp")
+
+
+@pytest.fixture(scope="module")
+def model_path(tmp_path_factory):
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("stream") / "tiny.ckpt"
+    checkpoint.save(DDSP(preset("tiny")).eval(), path)
+    return path
+
+
+def _phrase(seconds: float) -> np.ndarray:
+    sf = pytest.importorskip("soundfile")
+    if not PHRASE.exists():
+        pytest.skip(f"{PHRASE} is not here")
+    x, sr = sf.read(PHRASE, start=2 * 16000, frames=int(seconds * 16000), dtype="float32")
+    assert sr == 16000
+    return x
+
+
+def _pipe(command: str, data: bytes) -> bytes:
+    if not EXE.exists():
+        pytest.skip("the acids-ddsp console script is not installed")
+    r = subprocess.run(
+        ["bash", "-o", "pipefail", "-c", command], input=data, capture_output=True, timeout=300
+    )
+    assert r.returncode == 0, r.stderr.decode()[-2000:]
+    return r.stdout
+
+
+def test_feature_stream_equals_offline_features():
+    from acids_data.features import compute_features
+
+    x = _phrase(2.5)
+    offline = compute_features(x[None], 16000, 64, ["loudness", "f0"])
+    fs = FeatureStream(16000, 64)
+    parts = [fs.push(c) for c in np.split(x, np.arange(700, len(x), 700))] + [fs.flush()]
+    for key in ("f0", "f0_confidence", "loudness"):
+        streamed = np.concatenate([p[key] for p in parts])
+        np.testing.assert_array_equal(streamed, offline[key], err_msg=key)
+
+
+def test_audio_stream_through_a_pipe_equals_offline_resynthesis(model_path, tmp_path):
+    from acids_data.features import compute_features
+
+    x = _phrase(2.0)
+    raw = tmp_path / "in.f32"
+    raw.write_bytes(x.astype("<f4").tobytes())
+    out = _pipe(
+        f"cat {raw} | {EXE} -q stream {model_path} --block 512 --pitch-shift 2 --unvoiced-db 20 | cat", b""
+    )
+    streamed = np.frombuffer(out, "<f4")
+    feats = compute_features(x[None], 16000, 64, ["loudness", "f0"])
+    f0, loudness = adjust_frames(feats["f0"], feats["f0_confidence"], feats["loudness"], 2.0, 0.0, 20.0)
+    model = checkpoint.load(model_path)
+    with torch.no_grad():
+        offline = model(torch.from_numpy(f0)[None], torch.from_numpy(loudness)[None])[0, 0].numpy()
+    assert streamed.shape == offline.shape == (len(x) // 64 * 64,)
+    np.testing.assert_allclose(streamed, offline, atol=2e-5, rtol=1e-4)
+
+
+def test_control_stream_through_a_pipe_equals_offline(model_path):
+    f0, loudness = random_controls(1, 100, torch.Generator().manual_seed(3))
+    pairs = torch.stack([f0[0, 0], loudness[0, 0]], dim=-1).numpy().astype("<f4")
+    out = _pipe(f"cat | {EXE} -q stream {model_path} --controls --block 448 --wav", pairs.tobytes())
+    assert out[:4] == b"RIFF" and out[36:40] == b"data"
+    streamed = np.frombuffer(out[44:], "<f4")
+    model = checkpoint.load(model_path)
+    with torch.no_grad():
+        offline = model(f0, loudness)[0, 0].numpy()
+    assert streamed.shape == offline.shape == (100 * 64,)
+    np.testing.assert_allclose(streamed, offline, atol=2e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("subtype", ["PCM_16", "PCM_24", "FLOAT"])
+def test_wav_streams_are_read_without_seeking(subtype):
+    sf = pytest.importorskip("soundfile")
+    x = np.random.default_rng(0).uniform(-0.5, 0.5, (1000, 2)).astype(np.float32)
+    buf = io.BytesIO()
+    sf.write(buf, x, 16000, subtype=subtype, format="WAV")
+    expected = sf.read(io.BytesIO(buf.getvalue()), dtype="float32")[0].mean(axis=1)
+    reader = PcmReader(io.BufferedReader(io.BytesIO(buf.getvalue())), 16000)
+    blocks = []
+    while (block := reader.read(300)) is not None:
+        blocks.append(block)
+    np.testing.assert_allclose(np.concatenate(blocks), expected, atol=1e-6)
