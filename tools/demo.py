@@ -8,6 +8,8 @@ Stages so far (each later package extends this chain):
   3. acids-rave transfer: a phrase through the trained model (timbre transfer), and `acids-rave info`
   4. acids-export: the checkpoint record piped into a streaming TorchScript file for nn~ and a streaming
      ONNX file for a Raspberry Pi (rpi-bookworm profile), each checked against eager PyTorch on real audio
+  5. acids-ddsp: the violin phrase at 16 kHz with f0/loudness → a short training of the `small` preset →
+     the flute phrase played by the violin model (timbre transfer, with a PNG of f0/loudness) → nn~ export
 Every stage runs as its real console script, joined by real shell pipes.
 """
 
@@ -40,6 +42,7 @@ def main() -> int:
     ap.add_argument("--out", type=Path, default=ROOT / "demo-out", help="where the outputs go")
     ap.add_argument("--fresh", action="store_true", help="delete previous outputs first")
     ap.add_argument("--rave-steps", type=int, default=300, help="training steps of the RAVE stage")
+    ap.add_argument("--ddsp-steps", type=int, default=200, help="training steps of the DDSP stage")
     args = ap.parse_args()
     out: Path = args.out.resolve()
     if args.fresh and out.exists():
@@ -101,8 +104,33 @@ def main() -> int:
             ("rave checkpoint", ckpt),
             ("rave metrics", str(run / "metrics.jsonl")),
             ("rave validation", str(run / "validation")),
-            ("timbre transfer", str(transfer)),
+            ("rave transfer", str(transfer)),
         ]
+
+    if shutil.which("acids-ddsp"):
+        steps = args.ddsp_steps
+        print(
+            f"== 5. DDSP: violin phrase → small model ({steps} steps) → flute played by it", file=sys.stderr
+        )
+        ddsp_records = out / "ddsp.jsonl"
+        sh(
+            f"acids-preprocess '{audio / 'violin.flac'}' -o '{out / 'ddsp-dataset'}' --sample-rate 16000"
+            f" --chunk 65536 -q | acids-ddsp train -o '{out / 'ddsp-run'}' --config small --steps {steps}"
+            f" --threads 1 --no-tensorboard > '{ddsp_records}'"
+        )
+        ddsp_ckpt = json.loads(ddsp_records.read_text().splitlines()[-1])["path"]
+        flute_as_violin = out / "flute-as-violin.wav"
+        sh(f"acids-ddsp transfer '{ddsp_ckpt}' '{audio / 'flute.flac'}' '{flute_as_violin}' > /dev/null")
+        outputs += [
+            ("ddsp checkpoint", ddsp_ckpt),
+            ("ddsp transfer", f"{flute_as_violin}  (+ {flute_as_violin.with_suffix('.png').name})"),
+        ]
+        if shutil.which("acids-export"):
+            art = sh(
+                f"acids-export -q torchscript '{ddsp_ckpt}' --streaming -o '{out / 'ddsp-nn.ts'}'"
+            ).stdout
+            rec = json.loads(art.splitlines()[-1])
+            outputs.append(("ddsp torchscript", f"{rec['path']}  (verified)"))
 
     print(f"demo finished in {time.monotonic() - t0:.0f} s. Outputs:")
     width = max(len(name) for name, _ in outputs)
