@@ -84,3 +84,21 @@ def test_package_loggers_follow_verbosity_and_other_libraries_stay_at_warning():
     for h in list(logging.getLogger().handlers):
         if getattr(h, "_acids", False):
             logging.getLogger().removeHandler(h)
+
+
+def test_subcommands_take_verbosity_flags_too():
+    @click.group(cls=AcidsGroup)
+    def grp():
+        pass
+
+    @grp.command()
+    def verb():
+        get_logger("t").info("info line")
+
+    runner = CliRunner()
+    assert "info line" not in runner.invoke(grp, ["verb", "-q"]).stderr
+    assert "info line" not in runner.invoke(grp, ["-q", "verb"]).stderr
+    assert "info line" in runner.invoke(grp, ["verb"]).stderr
+    for h in list(logging.getLogger().handlers):
+        if getattr(h, "_acids", False):
+            logging.getLogger().removeHandler(h)

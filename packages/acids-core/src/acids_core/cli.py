@@ -73,10 +73,18 @@ class AcidsCommand(_ErrorMapping, click.Command):
 
 
 class AcidsGroup(_ErrorMapping, click.Group):
-    """A click group whose subcommands get the acids error mapping too."""
+    """A click group whose subcommands get the acids error mapping and ``-v``/``-q`` too.
+
+    So ``tool -q verb`` and ``tool verb -q`` both work, whichever the user types.
+    """
 
     command_class = AcidsCommand
     group_class = type  # subgroups are AcidsGroup as well
+
+    def add_command(self, cmd: click.Command, name: str | None = None) -> None:
+        if not any(p.name in ("verbose", "quiet") for p in cmd.params):
+            cmd.params.extend(_verbosity_params())
+        super().add_command(cmd, name)
 
 
 def _set_verbosity(ctx: click.Context, param: click.Parameter, value: int) -> int:
@@ -85,6 +93,27 @@ def _set_verbosity(ctx: click.Context, param: click.Parameter, value: int) -> in
     meta["acids.verbosity"] = meta.get("acids.verbosity", 0) + delta
     setup_logging(meta["acids.verbosity"], prog=ctx.find_root().info_name)
     return value
+
+
+def _verbosity_params() -> list[click.Option]:
+    return [
+        click.Option(
+            ["-v", "--verbose"],
+            count=True,
+            expose_value=False,
+            is_eager=True,
+            callback=_set_verbosity,
+            help="More on stderr (debug logs with timestamps).",
+        ),
+        click.Option(
+            ["-q", "--quiet"],
+            count=True,
+            expose_value=False,
+            is_eager=True,
+            callback=_set_verbosity,
+            help="Less on stderr (-q: warnings only, -qq: errors only).",
+        ),
+    ]
 
 
 def verbosity_options(f: F) -> F:

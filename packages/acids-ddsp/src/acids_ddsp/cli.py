@@ -34,7 +34,15 @@ def main() -> None:
     "-o", "--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Run directory."
 )
 @config_options
-@click.option("--steps", type=int, default=None, help="Training steps (default: the config's train.steps).")
+@click.option("--data", "data_option", default=None, help="Dataset directory or manifest (same as DATA).")
+@click.option(
+    "--steps",
+    "--max-steps",
+    "steps",
+    type=int,
+    default=None,
+    help="Training steps (default: the config's train.steps).",
+)
 @click.option("--checkpoint-every", type=int, default=500, show_default=True)
 @click.option("--resume/--no-resume", default=True, show_default=True, help="Continue from OUT/last.ckpt.")
 @click.option("--no-reverb", is_flag=True, help="Same as --set synth.reverb=false.")
@@ -42,6 +50,7 @@ def main() -> None:
 @click.option("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice).")
 def train(
     data: str | None,
+    data_option: str | None,
     out_dir: str,
     config: str | None,
     overrides: tuple[str, ...],
@@ -59,6 +68,10 @@ def train(
 
     if threads:
         torch.set_num_threads(threads)
+    if data_option is not None:
+        if data is not None:
+            raise click.UsageError("give the dataset once: DATA or --data")
+        data = data_option
 
     if data is None or data == "-":
         if not stdin_is_piped() and data is None:
