@@ -2,10 +2,10 @@
 """Real-time factor of exported RAVE vs eager PyTorch, streaming, 1 thread, buffer 2048 (issue 5).
 
 An untrained RAVE of the chosen preset (speed does not depend on the weights) is saved, exported with
-acids-export to TorchScript (nn~) and ONNX (rpi-bookworm, streaming state explicit), each artifact checked,
-then the three runtimes are timed *interleaved* on the same real-audio buffers in one process (the CPU is
-shared and noisy, so only same-run ratios mean something). Prints a markdown table; JSON goes to
-bench-out/export/.
+acids-export to TorchScript (nn~), ONNX (rpi-bookworm, streaming state explicit) and torch.export (.pt2,
+when the model exports), each artifact checked, then the runtimes are timed *interleaved* on the same
+real-audio buffers in one process (the CPU is shared and noisy, so only same-run ratios mean something).
+Prints a markdown table; JSON goes to bench-out/export/.
 
     .venv/bin/python tools/bench/export_rtf.py --preset small --rounds 5
 """
@@ -29,8 +29,10 @@ def main() -> int:
     ap.add_argument("--preset", default="small")
     ap.add_argument("--method", default="forward")
     ap.add_argument("--buffer", type=int, default=2048)
-    ap.add_argument("--blocks", type=int, default=16, help="buffers per timing round")
+    ap.add_argument("--blocks", type=int, default=32, help="buffers per timing round")
     ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--warmup", type=int, default=6, help="untimed buffers first (TorchScript profiles)")
+    ap.add_argument("--no-pt2", action="store_true", help="skip the torch.export (.pt2) route")
     ap.add_argument("--out", default=str(REPO / "bench-out" / "export"))
     args = ap.parse_args()
 
@@ -57,19 +59,35 @@ def main() -> int:
     torchscript.export(registry.load(ckpt, streaming=True), work / "rave.ts", allow_hazards=True)
     results["torchscript"] = {"export_s": time.perf_counter() - t, "bytes": os.path.getsize(work / "rave.ts")}
     t = time.perf_counter()
-    loaded = registry.load(ckpt, streaming=True)
-    # acids-rave's streaming convolutions use a Tensor.unfold GEMM path that the ONNX exporter cannot
-    # trace with a dynamic length; ONNX runtimes do their own convolution set-up, so use the conv path
-    for m in loaded.module.modules():
-        if hasattr(m, "gemm"):
-            m.gemm = False
-    meta = aonnx.export(loaded, profiles.get("rpi-bookworm"), work / "rave.onnx", method=args.method)
+    loaded = registry.load(ckpt, streaming=True)  # what `acids-export onnx --streaming` writes
+    meta = aonnx.export(
+        loaded, profiles.get("rpi-bookworm"), work / "rave.onnx", method=args.method, buffer=args.buffer
+    )
     results["onnx"] = {"export_s": time.perf_counter() - t, "bytes": os.path.getsize(work / "rave.onnx")}
-    for name in ("torchscript", "onnx"):
+    results["onnx"]["dynamic_time"] = meta["dynamic_time"]
+    files = {"torchscript": "rave.ts", "onnx": "rave.onnx"}
+    if not args.no_pt2:
+        from acids_core.errors import DataError
+        from acids_export.torch_export import export_program
+        from acids_export.torch_export import load as load_pt2
+
         t = time.perf_counter()
-        fields = verify.check(
-            work / f"rave.{'ts' if name == 'torchscript' else 'onnx'}", buffer=args.buffer, blocks=4
-        )
+        try:
+            pt2_meta = export_program(
+                registry.load(ckpt, streaming=True), work / "rave.pt2", method=args.method, buffer=args.buffer
+            )
+            results["pt2"] = {
+                "export_s": time.perf_counter() - t,
+                "bytes": os.path.getsize(work / "rave.pt2"),
+            }
+            files["pt2"] = "rave.pt2"
+        except DataError as e:  # reported, not fatal: the .pt2 route is informative here
+            results["pt2_error"] = e.message
+            print(f"pt2 skipped: {e.message}", file=sys.stderr)
+            args.no_pt2 = True
+    for name, fname in files.items():
+        t = time.perf_counter()
+        fields = verify.check(work / fname, buffer=args.buffer, blocks=4)
         results[name]["check_s"] = time.perf_counter() - t
         results[name]["check"] = fields["figures"]["methods"][args.method]
 
@@ -96,11 +114,21 @@ def main() -> int:
         return out[0]
 
     runners = {"eager": run_eager, "torchscript": run_ts, "onnx": run_onnx}
+    if not args.no_pt2:
+        program = load_pt2(work / "rave.pt2")
+        pt2_state = [torch.zeros(s["shape"]) for s in pt2_meta["state"]]
+
+        def run_pt2(b):
+            y, *new = program(b, *pt2_state)
+            pt2_state[:] = new
+            return y
+
+        runners["pt2"] = run_pt2
     times: dict[str, list[float]] = {k: [] for k in runners}
     with torch.inference_mode():
-        for b in blocks[:2]:  # warm-up
+        for i in range(args.warmup):  # warm-up (TorchScript's profiling executor optimises on call 2-3)
             for f in runners.values():
-                f(b)
+                f(blocks[i % len(blocks)])
         for _ in range(args.rounds):
             for b in blocks:
                 for name, f in runners.items():
@@ -125,6 +153,9 @@ def main() -> int:
     (out / f"rtf-{args.preset}.json").write_text(json.dumps(report, indent=1))
     print(f"## export RTF, RAVE `{args.preset}` {args.method}, streaming, buffer {args.buffer}, 1 thread")
     print(f"load average {report['load']:.1f}; median of {len(times['eager'])} interleaved buffers\n")
+    print(f"ONNX time axis: {'dynamic' if results['onnx']['dynamic_time'] else 'static'}\n")
+    if "pt2_error" in results:
+        print(f"torch.export (.pt2): {results['pt2_error']}\n")
     print("| runtime | RTF | speed vs eager | export s | file kB | max abs err | stream vs offline |")
     print("|---|---|---|---|---|---|---|")
     for k in runners:

@@ -77,3 +77,11 @@ def model_checkpoint(tmp_path, name: str, cls: type) -> Any:
     return save_checkpoint(
         tmp_path / f"{name}.ckpt", make_envelope(format=f"acids-{name}", format_version=1, payload={})
     )
+
+
+class Unfolder(Gain):
+    """Frames the signal with ``Tensor.unfold``: the ONNX exporter cannot size it on a dynamic time axis."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        frames = x.unfold(-1, 4, 1).mean(-1)
+        return nn.functional.pad(frames, (3, 0))

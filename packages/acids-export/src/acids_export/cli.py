@@ -137,13 +137,41 @@ def list_cmd(profiles: bool) -> None:
     help="Output .ts (default: beside the checkpoint).",
 )
 @click.option("--allow-new-ops", is_flag=True, help="Write files that nn~'s libtorch 2.5 cannot load.")
+@click.option(
+    "--torch-export",
+    "pt2",
+    is_flag=True,
+    help="Write a torch.export program (.pt2, one --method, state explicit) instead of TorchScript.",
+)
+@click.option(
+    "--method", default=None, help="With --torch-export: the method (default: forward, else the first)."
+)
 @_check_options
-def torchscript_cmd(ckpt, streaming, out, allow_new_ops, audio, buffer, blocks, atol) -> None:
-    """A TorchScript file with the nn~ interface from CKPT (or piped `checkpoint` records)."""
+def torchscript_cmd(ckpt, streaming, out, allow_new_ops, pt2, method, audio, buffer, blocks, atol) -> None:
+    """A TorchScript file with the nn~ interface from CKPT (or piped `checkpoint` records).
+
+    With --torch-export, the successor route: a .pt2 ExportedProgram of one method, ``(x, *state) -> (y,
+    *state)`` when streaming, checked block by block against eager PyTorch.
+    """
     from acids_export import registry, torchscript, verify
 
+    if method and not pt2:
+        raise UsageError("--method goes with --torch-export (TorchScript files hold every method)")
     for path in _checkpoints(ckpt, out):
         loaded = registry.load(path, streaming=streaming)
+        if pt2:
+            from acids_export.torch_export import export_program
+
+            tag = f".{method}" if method else ""
+            final = out or Path(path).with_suffix(f"{'.streaming' if streaming else ''}{tag}.pt2")
+            with _staged(Path(final)) as tmp:
+                export_program(loaded, tmp, method=method, buffer=buffer or 4096)
+                fields = verify.check(
+                    tmp, audio=audio, checkpoint=loaded.checkpoint, buffer=buffer, blocks=blocks, atol=atol
+                )
+            _emit(fields, Path(final), {})
+            log.info("wrote %s", final)
+            continue
         final = out or Path(path).with_suffix(".streaming.ts" if streaming else ".ts")
         with _staged(Path(final)) as tmp:
             torchscript.export(loaded, tmp, allow_hazards=allow_new_ops)
@@ -198,6 +226,142 @@ def onnx_cmd(ckpt, profile, streaming, method, out, allow_ops, audio, buffer, bl
             )
         _emit(fields, Path(final), {})
         log.info("wrote %s", final)
+
+
+TRT_PROFILES = ["jetson-jp4", "jetson-jp5", "jetson-jp6"]
+
+
+@main_group.command("tensorrt", cls=AcidsCommand)
+@click.argument("ckpt", required=False)
+@click.option("--profile", type=click.Choice(TRT_PROFILES), required=True, help="Target Jetson (TensorRT).")
+@click.option("--streaming/--offline", default=True, show_default=True, help="State as explicit I/O.")
+@click.option("--method", default=None, help="Method to export (default: forward, else the first).")
+@click.option(
+    "--shapes",
+    type=click.Choice(["static", "dynamic"]),
+    default="static",
+    show_default=True,
+    help="static: batch 1 at one buffer; dynamic: an optimisation profile over --min/--max-buffer.",
+)
+@click.option(
+    "--min-buffer", type=click.IntRange(1), default=None, help="Dynamic: smallest buffer (buffer/4)."
+)
+@click.option(
+    "--max-buffer", type=click.IntRange(1), default=None, help="Dynamic: largest buffer (buffer*4)."
+)
+@click.option("--fp16/--fp32", default=True, show_default=True, help="Engine precision on the board.")
+@click.option(
+    "--calls",
+    type=click.IntRange(1, 64),
+    default=4,
+    show_default=True,
+    help="Buffers of real audio saved as on-device references.",
+)
+@click.option(
+    "-o",
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Output .onnx (default: beside the checkpoint); .ref.npz and .trt.json go beside it.",
+)
+@click.option("--allow-op", "allow_ops", multiple=True, metavar="OP", help="Accept an operator (verified).")
+@_check_options
+def tensorrt_cmd(
+    ckpt, profile, streaming, method, shapes, min_buffer, max_buffer, fp16, calls, out, allow_ops,
+    audio, buffer, blocks, atol,
+) -> None:  # fmt: skip
+    """TensorRT-ready ONNX for a Jetson PROFILE, reference I/O and the on-board engine-build recipe.
+
+    \b
+    Writes NAME.onnx (checked with onnxruntime against eager PyTorch), NAME.ref.npz (inputs/outputs per
+    call, for comparing the engine on the board) and NAME.trt.json (the trtexec recipe, in acids-deploy's
+    trt/recipe.json layout). Where `import tensorrt` works, the engine is also built and compared here.
+    """
+    import numpy as np
+
+    from acids_export import onnx as aonnx
+    from acids_export import profiles, registry, verify
+    from acids_export import tensorrt as atrt
+
+    prof = profiles.get(profile)
+    precision = "fp16" if fp16 else "fp32"
+    for path in _checkpoints(ckpt, out):
+        loaded = registry.load(path, streaming=streaming)
+        m = loaded.spec.method(method) if method else None
+        tag = f".{m.name}" if m else ""
+        final = Path(
+            out or Path(path).with_suffix(f".{profile}.trt{'.streaming' if streaming else ''}{tag}.onnx")
+        )
+        ref_final, recipe_final = atrt.companions(final)
+        with _staged(final) as tmp, _staged(ref_final) as ref_tmp, _staged(recipe_final) as recipe_tmp:
+            meta = aonnx.export(
+                loaded,
+                prof,
+                tmp,
+                method=method,
+                allow_ops=tuple(allow_ops),
+                buffer=buffer,
+                static=shapes == "static",
+            )
+            mm = loaded.spec.method(meta["method"])
+            block = int(meta["buffer"])
+            trt_shapes = None
+            if shapes == "dynamic":
+                if not meta["dynamic_time"]:
+                    raise DataError(f"{mm.name} only exports at a fixed buffer: use --shapes static")
+                step = max(mm.in_ratio, mm.out_ratio)
+                lo = min_buffer or max(block // 4, step)
+                hi = max_buffer or block * 4
+                if lo % step or hi % step or not lo <= block <= hi:
+                    raise UsageError(
+                        f"--min-buffer {lo} <= --buffer {block} <= --max-buffer {hi} must hold, "
+                        f"each a multiple of {step}"
+                    )
+                trt_shapes = atrt.optimisation_profile(meta, mm.in_channels, mm.in_ratio, lo, hi)
+                atrt.probe_lengths(tmp, mm, [lo, hi])
+            fields = verify.check(
+                tmp, profile=profile, audio=audio, checkpoint=loaded.checkpoint, buffer=block,
+                blocks=blocks, atol=atol,
+            )  # fmt: skip
+            samples, _ = verify.load_audio(audio or verify.find_audio(), calls * block)
+            offline = registry.load(path, streaming=False).module
+            x = verify.method_inputs(loaded.spec, samples, offline)[mm.name]
+            refs = atrt.reference_io(tmp, x.numpy(), calls)
+            with open(ref_tmp, "wb") as f:
+                np.savez(f, **refs)
+            digest = verify.sha256(tmp)
+            recipe = atrt.recipe(
+                final,
+                sha256=digest,
+                profile=prof,
+                precision=precision,
+                shapes=trt_shapes,
+                reference=ref_final,
+            )
+            atrt.write_recipe(recipe_tmp, recipe)
+            engine = None
+            if atrt.available():
+                engine = atrt.build_and_compare(tmp, ref_tmp, precision)
+                tol = atrt.TOLERANCES[precision]["atol"]
+                if engine["max_abs_error"] > tol:
+                    raise DataError(f"the TensorRT engine differs by {engine['max_abs_error']:.3g} > {tol:g}")
+            else:
+                log.info("tensorrt is not importable here: the engine is built on the board (%s)", final)
+        io_spec = dict(fields["io"])
+        io_spec["trt_shapes"] = trt_shapes
+        extra = {
+            "format": "tensorrt-onnx",
+            "io": io_spec,
+            "tensorrt": prof.tensorrt,
+            "precision": precision,
+            "shapes": shapes,
+            "reference": str(ref_final.resolve()),
+            "recipe": str(recipe_final.resolve()),
+            "trtexec": recipe["command_line"],
+            "engine": engine,
+        }
+        _emit(fields, final, extra)
+        log.info("wrote %s, %s, %s", final, ref_final.name, recipe_final.name)
 
 
 @main_group.command("check", cls=AcidsCommand)

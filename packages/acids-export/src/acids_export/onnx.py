@@ -28,6 +28,7 @@ from torch import nn
 from acids_core.errors import DataError
 from acids_export.dft import stft_as_convolution
 from acids_export.profiles import Profile
+from acids_export.quiet import captured, short_reason
 from acids_export.registry import Loaded, MethodSpec
 
 log = logging.getLogger(__name__)
@@ -143,9 +144,13 @@ def export(
     *,
     method: str | None = None,
     allow_ops: tuple[str, ...] = (),
+    buffer: int | None = None,
+    static: bool = False,
 ) -> dict[str, Any]:
     """Export ``method`` of ``loaded`` for ``profile`` to ``out``; return the metadata stored in the file.
 
+    ``buffer``: the block size in samples traced (default: the profile's). ``static``: every axis fixed at
+    batch 1 and that buffer (what TensorRT builds fastest, and all TensorRT 8.2 handles without profiles).
     Raises DataError naming the operator or setting when the result breaks the profile (nothing written).
     """
     import onnx
@@ -154,7 +159,7 @@ def export(
     names = [m.name for m in spec.methods]
     m = spec.method(method or ("forward" if "forward" in names else names[0]))
     module = loaded.module
-    block = max(profile.buffer, m.in_ratio, m.out_ratio)
+    block = max(buffer or profile.buffer, m.in_ratio, m.out_ratio)
     streaming = spec.streaming
     state = find_state(module, m, block) if streaming else []
     x = torch.zeros(1, m.in_channels, block // m.in_ratio)
@@ -174,7 +179,7 @@ def export(
 
     def trace(axes: dict[str, dict[int, str]] | None) -> bytes:
         buf = io.BytesIO()
-        with _quiet_exporter(), torch.no_grad(), stft_as_convolution(fft_free):
+        with captured(), _quiet_exporter(), torch.no_grad(), stft_as_convolution(fft_free):
             torch.onnx.export(
                 wrapper,
                 args,
@@ -188,26 +193,29 @@ def export(
             )
         return buf.getvalue()
 
-    dynamic_time = True
+    dynamic_time = not static
     try:
         try:
-            data = trace(dynamic)
+            data = trace(None if static else dynamic)
         except Exception as e:
-            if not streaming:
+            if static or not streaming:
                 raise
             # some layers only trace at a known length (e.g. Tensor.unfold): a streaming graph runs at one
             # block size anyway, so fall back to a static buffer (also what TensorRT prefers)
+            log.debug("dynamic-length export failed: %s", e)
             log.warning(
                 "%s: no dynamic-length graph (%s); exporting for %d-sample buffers",
                 m.name,
-                str(e).strip().splitlines()[0][:120],
+                short_reason(e, 120),
                 block,
             )
             dynamic_time = False
             data = trace(None)
     except Exception as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise DataError(f"{m.name} does not export to ONNX opset {profile.opset}: {first[:300]}") from None
+        log.debug("ONNX export failed: %s", e)
+        raise DataError(
+            f"{m.name} does not export to ONNX opset {profile.opset}: {short_reason(e)} (details: -v)"
+        ) from None
     finally:
         for mod, attr, value in saved.values():
             mod._buffers[attr] = value
@@ -236,6 +244,7 @@ def export(
         "params": m.params,
         "streaming": streaming,
         "dynamic_time": dynamic_time,
+        "dynamic_batch": not streaming and dynamic_time,
         "buffer": block,
         "state": [{"buffer": n, "shape": list(s.shape)} for n, s in state],
         "spec": spec.to_json(),

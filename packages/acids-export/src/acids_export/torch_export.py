@@ -9,7 +9,9 @@ not (recurrent layers unroll), which the returned metadata reports.
 
 from __future__ import annotations
 
+import json
 import logging
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +19,10 @@ import torch
 
 from acids_core.errors import DataError
 from acids_export.onnx import _ExplicitState, _Method, _owner, find_state
+from acids_export.quiet import captured, short_reason
 from acids_export.registry import Loaded
+
+META_FILE = "acids_export.json"
 
 log = logging.getLogger(__name__)
 
@@ -43,24 +48,50 @@ def export_program(
         args = (x,)
         dynamic = ({0: torch.export.Dim.AUTO, 2: torch.export.Dim.AUTO},)
     try:
-        program = torch.export.export(wrapper, args, dynamic_shapes=dynamic, strict=False)
+        with captured():
+            program = torch.export.export(wrapper, args, dynamic_shapes=dynamic, strict=False)
     except Exception as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise DataError(f"{m.name} does not torch.export: {first[:300]}") from None
+        log.debug("torch.export failed: %s", e)
+        raise DataError(f"{m.name} does not torch.export: {short_reason(e)} (details: -v)") from None
     finally:
         for mod, attr, value in saved:
             mod._buffers[attr] = value
-    torch.export.save(program, str(out))
     x_shape = program.graph_signature.user_inputs[0]
     node = next(n for n in program.graph.nodes if n.op == "placeholder" and n.name == x_shape)
     dynamic_time = not isinstance(node.meta["val"].shape[2], int)
     if not dynamic_time:
         log.warning("%s: torch.export specialised the time axis to %d frames", m.name, block // m.in_ratio)
-    return {
+    meta = {
         "format": "torch.export",
         "method": m.name,
         "params": m.params,
         "streaming": spec.streaming,
         "state": [{"buffer": n, "shape": list(s.shape)} for n, s in state],
         "dynamic_time": dynamic_time,
+        "buffer": block,
+        "spec": spec.to_json(),
+        "checkpoint": loaded.checkpoint,
+        "checkpoint_meta": loaded.envelope_meta,
+        "torch": torch.__version__,
     }
+    with warnings.catch_warnings():  # tied weights (GRU) share storage: harmless on CPU
+        warnings.filterwarnings("ignore", message=r"No complete tensor found")
+        torch.export.save(program, str(out), extra_files={META_FILE: json.dumps(meta)})
+    return meta
+
+
+def read_meta(path: str | Path) -> dict[str, Any]:
+    """The acids-export metadata saved in a .pt2 file ({} when absent)."""
+    extra = {META_FILE: ""}
+    load(path, extra_files=extra)
+    return json.loads(extra[META_FILE]) if extra[META_FILE] else {}
+
+
+def load(path: str | Path, extra_files: dict[str, str] | None = None) -> Any:
+    """The program's callable module; DataError when the file is not a loadable .pt2."""
+    try:
+        with warnings.catch_warnings():  # tied weights (GRU, weight norm) share storage: harmless on CPU
+            warnings.filterwarnings("ignore", message=r"No complete tensor found")
+            return torch.export.load(str(path), extra_files=extra_files).module()
+    except Exception as e:
+        raise DataError(f"{path}: not a loadable torch.export file ({short_reason(e)})") from None

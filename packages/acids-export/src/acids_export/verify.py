@@ -153,6 +153,9 @@ def detect_format(path: str | Path) -> str:
     if p.is_dir():
         raise DataError(f"{p}: is a directory, not an artifact")
     if zipfile.is_zipfile(p):
+        with zipfile.ZipFile(p) as z:
+            if any(n.rsplit("/", 1)[-1] == "archive_format" for n in z.namelist()):
+                return "torch.export"
         return "torchscript"
     with open(p, "rb") as f:
         head = f.read(64)
@@ -223,6 +226,11 @@ def check(
 
         meta = read_meta(path)
         result = _check_torchscript(path, meta, audio, checkpoint, buffer or 4096, blocks, atol, spectral_db)
+    elif fmt == "torch.export":
+        from acids_export.torch_export import read_meta
+
+        meta = read_meta(path)
+        result = _check_pt2(path, meta, audio, checkpoint, buffer, blocks, atol, spectral_db)
     else:
         from acids_export.onnx import read_meta
 
@@ -412,18 +420,20 @@ def _check_onnx(
     samples, audio_name = load_audio(audio_path or find_audio(), blocks * buffer)
     x = method_inputs(spec, samples, offline)[mm.name]
     block = buffer // mm.in_ratio
-    got, times = run_blocks(stepper(), x, block) if streaming else (None, [])
-    if not streaming:  # offline graph: the whole signal at once, plus a batch-2 call for the dynamic batch
+    static = not meta.get("dynamic_time", True)
+    blockwise = streaming or static  # a static offline graph (TensorRT) also runs one buffer at a time
+    got, times = run_blocks(stepper(), x, block) if blockwise else (None, [])
+    if not blockwise:  # offline graph: the whole signal at once, plus a batch-2 call for the dynamic batch
         t = time.perf_counter()
         got = torch.from_numpy(sess.run(None, {"x": x.numpy()})[0])
         times = [(time.perf_counter() - t) * block / x.shape[-1]]
         y2 = sess.run(None, {"x": np.repeat(x[..., :block].numpy(), 2, axis=0)})[0]
         figs.shape(f"{mm.name} (batch 2)", y2, (2, mm.out_channels, buffer // mm.out_ratio))
     fig = figs.methods.setdefault(mm.name, {})
-    fig["rtf"] = _rtf(times, buffer, sr) if streaming else times[0] / (buffer / sr)
+    fig["rtf"] = _rtf(times, buffer, sr) if blockwise else times[0] / (buffer / sr)
     ref = None
     if eager is not None:
-        if streaming:
+        if blockwise:
             ref, etimes = run_blocks(_call(eager, mm.name), x, block)
             fig["eager_rtf"] = _rtf(etimes, buffer, sr)
         else:
@@ -447,6 +457,87 @@ def _check_onnx(
             "outputs": {o.name: o.shape for o in sess.get_outputs()},
             "opset": profile.opset,
             "ir_version": model.ir_version,
+        },
+        "checkpoint": checkpoint,
+        "figures": {
+            "audio": audio_name,
+            "buffer": buffer,
+            "threads": 1,
+            "eager_reference": eager is not None,
+            "methods": figs.methods,
+        },
+    }
+
+
+def _check_pt2(path, meta, audio_path, checkpoint, buffer, blocks, atol, spectral_db) -> dict[str, Any]:
+    """A torch.export program ``(x, *state) -> (y, *state)``: block by block vs eager, and vs offline."""
+    from acids_export.torch_export import load
+
+    if not meta:
+        raise DataError(
+            f"{path}: has no acids_export metadata (method, ratios, state): not from acids-export"
+        )
+    figs = _Figures(atol, spectral_db)
+    program = load(path)
+    mm = MethodSpec(meta["method"], *meta["params"])
+    spec_meta = meta["spec"]
+    sr = int(spec_meta["sample_rate"])
+    streaming = bool(meta["streaming"])
+    buffer = max(buffer or int(meta["buffer"]), mm.in_ratio, mm.out_ratio)
+    if not meta.get("dynamic_time", True):
+        buffer = int(meta["buffer"])
+
+    def stepper() -> Callable[[torch.Tensor], torch.Tensor]:
+        state = [torch.zeros(s["shape"]) for s in meta["state"]]
+
+        def step(x: torch.Tensor) -> torch.Tensor:
+            if not state:
+                return program(x)
+            y, *new = program(x, *state)
+            state[:] = new
+            return y
+
+        return step
+
+    with torch.inference_mode():
+        y = stepper()(torch.zeros(1, mm.in_channels, buffer // mm.in_ratio))
+    figs.shape(mm.name, y, (1, mm.out_channels, buffer // mm.out_ratio))
+    if figs.failures:
+        raise DataError(f"{path}: check failed: {'; '.join(figs.failures)}")
+    checkpoint = checkpoint or meta.get("checkpoint")
+    offline = _eager(checkpoint, streaming=False)
+    eager = _eager(checkpoint, streaming=streaming) if offline is not None else None
+    spec = ExportSpec(
+        family=spec_meta.get("family", "?"),
+        sample_rate=sr,
+        methods=tuple(MethodSpec(n, *p) for n, p in spec_meta["methods"].items()),
+    )
+    samples, audio_name = load_audio(audio_path or find_audio(), blocks * buffer)
+    x = method_inputs(spec, samples, offline)[mm.name]
+    block = buffer // mm.in_ratio
+    got, times = run_blocks(stepper(), x, block)
+    fig = figs.methods.setdefault(mm.name, {})
+    fig["rtf"] = _rtf(times, buffer, sr)
+    ref = None
+    if eager is not None:
+        ref, etimes = run_blocks(_call(eager, mm.name), x, block)
+        fig["eager_rtf"] = _rtf(etimes, buffer, sr)
+    figs.compare(mm.name, "max_abs_error", got, ref, mm.out_ratio == 1)
+    if streaming and offline is not None:
+        with torch.inference_mode():
+            full = _call(offline, mm.name)(x)
+        figs.compare(mm.name, "stream_vs_offline", got, full, False)
+    if figs.failures:
+        raise DataError(f"{path}: check failed: {'; '.join(figs.failures)}")
+    return {
+        "profile": "torch.export",
+        "streaming": streaming,
+        "io": {
+            "method": mm.name,
+            "params": mm.params,
+            "sample_rate": sr,
+            "state": meta["state"],
+            "dynamic_time": meta.get("dynamic_time", True),
         },
         "checkpoint": checkpoint,
         "figures": {
