@@ -270,7 +270,7 @@ def worker(a: argparse.Namespace) -> dict[str, Any]:
     if a.task == "stream":
         from acids_rave.export import exportable, script
 
-        ts = script(exportable(Rave(cfg).eval(), streaming=True))
+        ts = script(exportable(Rave(cfg).eval(), streaming=True, precision=a.precision))
         n = x.shape[-1] // a.block
         best = None
         with torch.inference_mode():
@@ -321,6 +321,8 @@ def run_one(impl: str, task: str, config: str, a: argparse.Namespace, ts: str | 
             cmd += ["--model", ts]
     else:
         cmd = [str(OURS_PY), str(Path(__file__).resolve()), "worker", task, *common, *extra]
+        if impl == "ours-bf16":
+            cmd += ["--precision", "bf16"]
     m = benchlib.measured(cmd, OUT / "runs", tag, timeout=1800, env=_env(a.threads))
     if m["rc"] != 0:
         return {"error": f"rc={m['rc']}, see {m['stderr_path']}", "measure": m}
@@ -345,9 +347,16 @@ def main() -> int:
     w.add_argument("--audio", default=str(AUDIO))
     w.add_argument("--reps", type=int, default=2)
     w.add_argument("--block", type=int, default=2048)
+    w.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--tasks", default="offline,stream,train")
     ap.add_argument("--stream-configs", default="v2,v1")
+    ap.add_argument(
+        "--stream-bf16",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also stream ours with bfloat16 weights (exportable(precision='bf16')), same rounds",
+    )
     ap.add_argument("--out-name", default="results.json", help="file name under bench-out/rave-bench/")
     a = ap.parse_args()
     if a.cmd == "worker":
@@ -371,7 +380,11 @@ def main() -> int:
     for rnd in range(a.rounds):
         for task, config in plan:
             key = f"{task}/{config}"
-            order = ("official", "ours") if rnd % 2 == 0 else ("ours", "official")
+            impls = ["official", "ours"]
+            if task == "stream" and a.stream_bf16:
+                impls.append("ours-bf16")
+            shift = rnd % len(impls)  # rotate the order per round
+            order = impls[shift:] + impls[:shift]
             for impl in order:
                 if impl == "official" and task == "stream" and not exports[config]["ok"]:
                     continue
@@ -424,11 +437,23 @@ def summarize(results: dict, a: argparse.Namespace) -> dict[str, Any]:
                     "rtf": 10.0 / secs,
                     "maxrss_mib": max(r["maxrss_mib"] for r in ok),
                 }
-        if "error" not in row.get("official", {"error": 1}) and "error" not in row.get("ours", {"error": 1}):
-            o, u = row["official"], row["ours"]
-            row["ratio"] = o["step_s"] / u["step_s"] if task == "train" else o["seconds"] / u["seconds"]
+        o = row.get("official", {"error": 1})
+        for impl in [i for i in row if i.startswith("ours")]:
+            u = row[impl]
+            if "error" in o or "error" in u:
+                continue
+            ratio = o["step_s"] / u["step_s"] if task == "train" else o["seconds"] / u["seconds"]
+            row["ratio" + impl[len("ours") :]] = ratio
         out[key] = row
     return out
+
+
+def _cell(d: dict) -> str:
+    if "error" in d or not d:
+        return "n/a"
+    if "step_s" in d:
+        return f"{d['step_s']:.2f} s/step"
+    return f"{d['rtf']:.2f}x real time"
 
 
 def table(summary: dict, a: argparse.Namespace) -> str:
@@ -438,23 +463,19 @@ def table(summary: dict, a: argparse.Namespace) -> str:
         "|---|---|---|---|---|",
     ]
     for key, row in summary.items():
-        o, u = row.get("official", {}), row.get("ours", {})
-
-        def cell(d: dict) -> str:
-            if "error" in d or not d:
-                return "n/a"
-            if "step_s" in d:
-                return f"{d['step_s']:.2f} s/step"
-            return f"{d['rtf']:.2f}x real time"
-
-        ratio = f"{row['ratio']:.2f}x" if "ratio" in row else "n/a"
-        mem = f"{o.get('maxrss_mib', 'n/a')} / {u.get('maxrss_mib', 'n/a')} MiB"
+        task, config = key.split("/")
         label = {
             "offline": "offline encode+decode 10 s",
             "stream": "streaming, 2048 buffers",
             "train": f"train step phase 1, batch {a.batch}x{a.n_signal}",
-        }[key.split("/")[0]]
-        lines.append(f"| {label} ({key.split('/')[1]}) | {cell(o)} | {cell(u)} | {ratio} | {mem} |")
+        }[task]
+        for impl in [i for i in row if i.startswith("ours") and not i.startswith("ratio")]:
+            o, u = row.get("official", {}), row[impl]
+            rkey = "ratio" + impl[len("ours") :]
+            ratio = f"{row[rkey]:.2f}x" if rkey in row else "n/a"
+            mem = f"{o.get('maxrss_mib', 'n/a')} / {u.get('maxrss_mib', 'n/a')} MiB"
+            variant = ", bf16 weights" if impl == "ours-bf16" else ""
+            lines.append(f"| {label} ({config}{variant}) | {_cell(o)} | {_cell(u)} | {ratio} | {mem} |")
     return "\n".join(lines)
 
 

@@ -58,7 +58,9 @@ def set_streaming(module: nn.Module, flag: bool) -> None:
         if isinstance(m, CachedPad):
             m.set_streaming(flag)
         elif isinstance(m, Conv1d):
-            m.gemm = flag and m.groups == 1
+            m.gemm = flag
+        elif m is not module and callable(getattr(m, "set_streaming", None)):
+            m.set_streaming(flag)  # other stateful layers (the noise generator's table position)
 
 
 class Conv1d(nn.Module):
@@ -121,21 +123,56 @@ class Conv1d(nn.Module):
             self.weight_norm = False
             self.gain.requires_grad_(False)
 
+    @torch.no_grad()
+    def to_bfloat16(self) -> None:
+        """Inference only: fold weight norm and keep the weight in bfloat16 (half the bytes to read).
+
+        Inputs stay float32: each product casts its input to bfloat16 and its (bfloat16) result back
+        to float32 before the float32 bias; the rest of the network (activations, residual sums,
+        caches) stays float32.
+        """
+        self.fuse()
+        self.weight = nn.Parameter(self.weight.to(torch.bfloat16), requires_grad=False)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.pad(x)
         w = self.effective_weight()
         # traced graphs (ONNX export) keep the plain convolution: unfold has no dynamic-length ONNX form
         if not self.gemm or torch.jit.is_tracing():
+            if w.dtype != x.dtype:
+                y = F.conv1d(x.to(w.dtype), w, None, self.stride, 0, self.dilation, self.groups)
+                return y.to(x.dtype) + self.bias.unsqueeze(-1)
             return F.conv1d(x, w, self.bias, self.stride, 0, self.dilation, self.groups)
-        k = self.kernel_size
-        if k == 1 and self.stride == 1:
-            cols = x
+        b = x.shape[0]
+        if self.kernel_size == 1 and self.stride == 1:
+            taps = x.unsqueeze(-1)
         else:
-            span = self.dilation * (k - 1) + 1
-            # (B, C, T_out, span) -> taps (B, C, T_out, k) -> (B, C * k, T_out)
+            span = self.dilation * (self.kernel_size - 1) + 1
+            # (B, C, T_out, span) -> taps (B, C, T_out, k)
             taps = x.unfold(2, span, self.stride)[..., :: self.dilation]
-            cols = taps.permute(0, 1, 3, 2).reshape(x.shape[0], -1, taps.shape[2])
-        return torch.matmul(w.reshape(w.shape[0], -1), cols) + self.bias.unsqueeze(-1)
+        # rows (B * T_out, C * k) in (channel, tap) order: the time-major product rows x weight^T, 2-d
+        # (addmm), reads the weight rows contiguously: with a few frames 2-3x faster than weight @ columns
+        # (and 3-d operands go through a slower bmm)
+        rows = taps.transpose(1, 2).reshape(-1, taps.shape[1] * taps.shape[3])
+        if self.groups == 1:
+            y = self._product(rows, w.reshape(w.shape[0], -1), self.bias)
+        else:
+            cols, outs = rows.shape[1] // self.groups, w.shape[0] // self.groups
+            parts = [
+                self._product(
+                    rows[:, g * cols : (g + 1) * cols],
+                    w[g * outs : (g + 1) * outs].reshape(outs, -1),
+                    self.bias[g * outs : (g + 1) * outs],
+                )
+                for g in range(self.groups)
+            ]
+            y = torch.cat(parts, 1)
+        return y.reshape(b, -1, w.shape[0]).transpose(1, 2)
+
+    def _product(self, rows: torch.Tensor, w2: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+        if w2.dtype != rows.dtype:
+            return F.linear(rows.to(w2.dtype), w2).to(rows.dtype) + bias
+        return F.linear(rows, w2, bias)
 
 
 class Upsample(nn.Module):

@@ -24,12 +24,16 @@ from acids_rave.model import Rave
 class ScriptedRave(nn.Module):
     """nn~-compatible wrapper; see the module docstring."""
 
-    def __init__(self, model: Rave, streaming: bool = True, fidelity: float | None = None):
+    def __init__(
+        self, model: Rave, streaming: bool = True, fidelity: float | None = None, precision: str = "fp32"
+    ):
         super().__init__()
         model = copy.deepcopy(model).eval()
         if fidelity is not None:
             model.set_fidelity(fidelity)
         model.fuse()
+        model.set_precision(precision)
+        self.precision = precision
         for p in model.parameters():
             p.requires_grad_(False)
         if streaming:
@@ -76,15 +80,22 @@ class ScriptedRave(nn.Module):
             "streaming": self.streaming,
             "latency_samples": self.model.latency,
             "latent_dims": self.latent_dims,
+            "precision": self.precision,
         }
 
 
 def exportable(
-    source: str | os.PathLike[str] | Rave, *, streaming: bool = True, fidelity: float | None = None
+    source: str | os.PathLike[str] | Rave,
+    *,
+    streaming: bool = True,
+    fidelity: float | None = None,
+    precision: str = "fp32",
 ) -> ScriptedRave:
     """Entry point of ``acids.exportables``: a checkpoint path (or model) -> a scriptable module.
 
     ``torch.jit.script(exportable(path))`` is the nn~ TorchScript file; ``io_spec()`` describes it.
+    ``precision="bf16"`` keeps the convolution weights in bfloat16 (see :meth:`Rave.set_precision`):
+    for TorchScript/nn~ on CPUs with bfloat16 arithmetic, not for ONNX board profiles.
     """
     if isinstance(source, Rave):
         model = source
@@ -92,7 +103,7 @@ def exportable(
         from acids_rave.checkpoint import load_model
 
         model = load_model(source)
-    return ScriptedRave(model, streaming=streaming, fidelity=fidelity)
+    return ScriptedRave(model, streaming=streaming, fidelity=fidelity, precision=precision)
 
 
 def script(module: ScriptedRave) -> torch.jit.ScriptModule:

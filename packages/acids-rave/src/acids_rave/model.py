@@ -72,11 +72,55 @@ class EncoderV1(nn.Module):
         return self.net(x)
 
 
+def _interpolation_matrix(n_in: int, n_out: int) -> torch.Tensor:
+    """(n_in, n_out): ``v @ W`` is ``F.interpolate(v, n_out, mode="linear", align_corners=True)``."""
+    w = torch.zeros(n_in, n_out, dtype=torch.float64)
+    if n_in == 1 or n_out == 1:
+        w[0, :] = 1.0
+        return w.float()
+    for j in range(n_out):
+        s = j * (n_in - 1) / (n_out - 1)
+        i = min(math.floor(s), n_in - 2)
+        frac = s - i
+        w[i, j] += 1.0 - frac
+        w[i + 1, j] += frac
+    return w.float()
+
+
+def _dft_matrices(n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Real DFT of length ``n`` as matrices: forward (n, 2 * bins), inverse (2 * bins, n).
+
+    ``x @ fwd`` is ``cat(rfft(x).real, rfft(x).imag)`` and ``spec @ inv`` is ``irfft(spec, n)`` (the
+    imaginary parts of the DC and Nyquist bins are ignored, as irfft does).
+    """
+    bins = n // 2 + 1
+    k = torch.arange(bins, dtype=torch.float64)[:, None]
+    t = torch.arange(n, dtype=torch.float64)[None, :]
+    angle = 2 * math.pi * k * t / n
+    fwd = torch.cat([torch.cos(angle), -torch.sin(angle)]).T
+    weight = torch.full((bins, 1), 2.0, dtype=torch.float64)
+    weight[0] = 1.0
+    if n % 2 == 0:
+        weight[-1] = 1.0
+    inv = torch.cat([weight * torch.cos(angle), -weight * torch.sin(angle)]) / n
+    return fwd.float().contiguous(), inv.float().contiguous()
+
+
 class NoiseGenerator(nn.Module):
     """Filtered noise per band: hidden (B, H, F) -> noise (B, C*M, F).
 
     Strided convs give one spectral envelope (``noise_bands`` points, up to 1) per noise frame of
-    L = prod(ratios) band samples; white noise blocks of L samples are shaped by it in the FFT domain.
+    L = prod(ratios) band samples; white noise blocks of L samples are shaped by it in the frequency
+    domain. Everything is matrix products (no FFT, no interpolate: exportable to nn~ and to ONNX for
+    every board profile): a fixed linear-interpolation matrix takes the envelope to the L / 2 + 1 DFT
+    bins, a real-DFT basis gives the noise spectrum and the inverse basis the shaped noise.
+
+    The noise itself: in training mode, fresh ``torch.rand`` every call. In eval mode and in any
+    TorchScript/ONNX export it is read from a fixed table of white-noise spectra (``table_frames``
+    frames per band, from a fixed seed: a period of 16384 band samples, ~6 s at 44.1 kHz), at a frame
+    position that starts at 0 for an offline call and, when streaming, continues from the previous
+    call (the ``position`` buffer, the only state: zero is a fresh stream). So eval-mode output is
+    deterministic, streaming equals offline with the noise on, and an exported artifact matches eager.
     """
 
     def __init__(self, in_channels: int, out_bands: int, cfg: RaveConfig):
@@ -92,19 +136,56 @@ class NoiseGenerator(nn.Module):
             c = n.hidden
         layers.append(Conv1d(c, out_bands * n.noise_bands, 3, causal=cfg.causal))
         self.net = nn.Sequential(*layers)
+        bins = self.block // 2 + 1
+        fwd, inv = _dft_matrices(self.block)
+        self.register_buffer("interp", _interpolation_matrix(n.noise_bands, bins), persistent=False)
+        self.register_buffer("dft", fwd, persistent=False)
+        self.register_buffer("idft", inv, persistent=False)
+        self.table_frames = max(16384 // self.block, 16)
+        #: batch item b reads the table from position + b * batch_offset (decorrelated items)
+        self.batch_offset = 397
+        # the seed is part of the model's definition (the table is not in the state dict)
+        gen = torch.Generator().manual_seed(0x5EED)
+        white = torch.rand(out_bands, self.table_frames, self.block, generator=gen, dtype=torch.float64)
+        table = (white * 2 - 1) @ fwd.double()
+        self.register_buffer("table", table.float().contiguous(), persistent=False)
+        self.streaming = False
+        self.register_buffer("position", torch.zeros(1), persistent=False)
+
+    @torch.jit.ignore
+    def set_streaming(self, flag: bool) -> None:
+        self.streaming = flag
+        self.position = torch.zeros(1, device=self.position.device)
+
+    def _table_noise(self, b: int, frames: int) -> torch.Tensor:
+        """(B, bands, frames, 2 * bins) noise spectra from the table, from the current position."""
+        start = self.position if self.streaming else torch.zeros_like(self.position)
+        period = float(self.table_frames)
+        steps = torch.arange(frames, dtype=start.dtype, device=start.device)
+        items = torch.arange(b, dtype=start.dtype, device=start.device) * float(self.batch_offset)
+        pos = start + items[:, None] + steps[None, :]  # (B, frames), exact integers in float32
+        # remainder by floor (ONNX Mod is not in the TensorRT 8.2 tables)
+        index = (pos - torch.floor(pos / period) * period).long()
+        spec = self.table.index_select(1, index.reshape(-1))  # (bands, B * frames, 2 * bins)
+        if self.streaming:
+            nxt = start + float(frames)
+            self.position = nxt - torch.floor(nxt / period) * period
+        return spec.reshape(self.out_bands, b, frames, -1).transpose(0, 1)
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
         b = h.shape[0]
         amp = torch.sigmoid(self.net(h) - 5.0)  # start quiet
         frames = amp.shape[-1]
-        bins = self.block // 2 + 1
-        # (B, bands, noise_bands, Fn) -> (B * bands * Fn, 1, noise_bands) -> bins
+        # (B, bands, noise_bands, Fn) -> (B, bands, Fn, noise_bands) -> bins
         amp = amp.reshape(b, self.out_bands, self.noise_bands, frames).transpose(2, 3)
-        amp = amp.reshape(-1, 1, self.noise_bands)
-        amp = F.interpolate(amp, size=bins, mode="linear", align_corners=True)
-        amp = amp.reshape(b, self.out_bands, frames, bins)
-        noise = torch.rand(b, self.out_bands, frames, self.block, dtype=h.dtype, device=h.device) * 2 - 1
-        shaped = torch.fft.irfft(torch.fft.rfft(noise) * amp, n=self.block)
+        amp = torch.matmul(amp, self.interp)
+        # scripted files (exports) never draw random numbers: the branch is not even compiled
+        if self.training and not torch.jit.is_scripting():
+            noise = torch.rand(b, self.out_bands, frames, self.block, dtype=h.dtype, device=h.device) * 2 - 1
+            spec = torch.matmul(noise, self.dft)
+        else:
+            spec = self._table_noise(b, frames).to(h.dtype)
+        shaped = torch.matmul(spec * torch.cat([amp, amp], -1), self.idft)
         return shaped.reshape(b, self.out_bands, frames * self.block)
 
 
@@ -238,6 +319,25 @@ class Rave(nn.Module):
         """Fold weight normalisation for inference (irreversible on this instance)."""
         fuse_weight_norm(self)
 
+    @torch.jit.ignore
+    def set_precision(self, precision: str) -> None:
+        """Inference precision of the convolution weights: ``"fp32"`` (default) or ``"bf16"``.
+
+        ``"bf16"`` folds weight normalisation (as :meth:`fuse`) and stores every convolution weight in
+        bfloat16: streaming reads half the bytes per call (the streaming cost is reading the weights).
+        Activations, sums, caches and the PQMF stay float32. Irreversible on this instance; the output
+        is within about 1e-2 relative (RMS) of float32 (tested: > 35 dB SNR on real audio).
+        """
+        if precision == "fp32":
+            if any(isinstance(m, Conv1d) and m.weight.dtype != torch.float32 for m in self.modules()):
+                raise ValueError("this instance already holds bfloat16 weights: rebuild it for fp32")
+            return
+        if precision != "bf16":
+            raise ValueError(f"precision must be 'fp32' or 'bf16', got {precision!r}")
+        for m in self.modules():
+            if isinstance(m, Conv1d):
+                m.to_bfloat16()
+
     @property
     def latency(self) -> int:
         """Algorithmic latency of streaming ``forward`` beyond the block, in samples (causal only)."""
@@ -263,7 +363,8 @@ class Rave(nn.Module):
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """Audio (B, C, T) -> latent (B, latent_dims, ceil(T / R)), in PCA coordinates."""
         mean, _ = self.posterior(x)
-        z = torch.einsum("kl,blf->bkf", self.latent_components, mean - self.latent_mean[None, :, None])
+        # plain matmuls (ONNX MatMul: Einsum is not in the TensorRT tables)
+        z = torch.matmul(self.latent_components, mean - self.latent_mean[:, None])
         return z[:, : self.n_latent]
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
@@ -273,7 +374,7 @@ class Rave(nn.Module):
             raise ValueError("more latent channels than latent_size")
         if d < self.latent_size:
             z = F.pad(z, (0, 0, 0, self.latent_size - d))
-        z = torch.einsum("kl,bkf->blf", self.latent_components, z) + self.latent_mean[None, :, None]
+        z = torch.matmul(self.latent_components.t(), z) + self.latent_mean[:, None]
         return self.pqmf.inverse(self.decoder(z))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
