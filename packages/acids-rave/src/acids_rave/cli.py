@@ -461,6 +461,21 @@ def _read_audio(path: Path, model: Any) -> Any:
     return torch.from_numpy(load(path, model.sample_rate, model.channels))[None]  # (1, C, T)
 
 
+def _write_audio_record(out: Path, y: Any, m: Any, source: Path) -> None:
+    """Write ``y`` (1, C, T) as a WAV at ``out`` and emit its `audio` record."""
+    _write_audio(out, y, m.sample_rate)
+    write_record(
+        make_record(
+            "audio",
+            path=str(out.resolve()),
+            sample_rate=m.sample_rate,
+            channels=m.channels,
+            frames=int(y.shape[-1]),
+            source=str(source),
+        )
+    )
+
+
 def _write_audio(path: Path, y: Any, sample_rate: int) -> None:
     import soundfile as sf
 
@@ -485,17 +500,7 @@ def transfer_cmd(model: str, inp: Path, out: Path, threads: int | None) -> None:
     x = _read_audio(inp, m)
     with torch.inference_mode():
         y = m(x)
-    _write_audio(out, y, m.sample_rate)
-    write_record(
-        make_record(
-            "audio",
-            path=str(out.resolve()),
-            sample_rate=m.sample_rate,
-            channels=m.channels,
-            frames=int(y.shape[-1]),
-            source=str(inp),
-        )
-    )
+    _write_audio_record(out, y, m, inp)
 
 
 @main_group.command("encode", cls=AcidsCommand)
@@ -560,17 +565,7 @@ def decode_cmd(model: str, latents: tuple[Path, ...], out: Path, threads: int | 
         with torch.inference_mode():
             y = m.decode(torch.from_numpy(z.astype(np.float32))[None])
         target = out / f"{path.stem}.wav"
-        _write_audio(target, y, m.sample_rate)
-        write_record(
-            make_record(
-                "audio",
-                path=str(target.resolve()),
-                sample_rate=m.sample_rate,
-                channels=m.channels,
-                frames=int(y.shape[-1]),
-                source=str(path),
-            )
-        )
+        _write_audio_record(target, y, m, path)
 
 
 @main_group.command("stream", cls=AcidsCommand)
