@@ -26,3 +26,17 @@ def small_dataset(tmp_path_factory):
     root = tmp_path_factory.mktemp("fs") / "data"
     render_dataset("acids-sub", 80, root, subset=SMALL_SUBSET, seed=3, sample_rate=16000)
     return root
+
+
+@pytest.fixture(scope="session")
+def tiny_flow_reg(small_dataset, tmp_path_factory):
+    """A flow_reg model of the `tiny` preset trained 2 epochs on the small dataset (its best.ckpt)."""
+    import dataclasses
+
+    from acids_flowsynth.config import preset, with_params
+    from acids_flowsynth.train import train
+
+    cfg = with_params(preset("tiny"), 3)
+    cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, kind="flow_reg"))
+    out = tmp_path_factory.mktemp("fr") / "run"
+    return train(cfg, small_dataset, out, tensorboard=False, epochs=2, evaluate_audio=False)

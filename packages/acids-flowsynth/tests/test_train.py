@@ -96,3 +96,29 @@ def test_exportable_matches_the_model():
         torch.testing.assert_close(e.regress(e.encode(mel)), m.infer(mel))
     spec = e.io_spec()
     assert set(spec["methods"]) == {"forward", "encode", "regress"}
+
+
+@pytest.mark.parametrize("kind", ["flow_reg", "cnn"])
+def test_exportable_scripts_traces_and_exports_like_eager(kind, tmp_path):
+    from acids_flowsynth.export import exportable
+
+    m = FlowSynth(tiny(kind)).eval()
+    e = exportable(m)
+    mel, short = torch.randn(2, 64, 86) - 5.0, torch.randn(1, 64, 50) - 5.0
+    scripted = torch.jit.script(e)
+    scripted.save(str(tmp_path / "m.ts"))
+    loaded = torch.jit.load(str(tmp_path / "m.ts"))
+    traced = torch.jit.trace(e, mel)
+    exported = torch.export.export(e, (mel,)).module()
+    with torch.no_grad():
+        ref = m.infer(mel)
+        for f in (e, scripted, loaded, traced, exported):
+            torch.testing.assert_close(f(mel), ref, atol=1e-6, rtol=0)
+        torch.testing.assert_close(loaded(short), m.infer(short), atol=1e-6, rtol=0)  # padded input
+        if kind == "flow_reg":
+            z = loaded.encode(mel)
+            torch.testing.assert_close(z, m.encode(m.prepare(mel))["z"], atol=1e-6, rtol=0)
+            torch.testing.assert_close(loaded.regress(z), ref, atol=1e-6, rtol=0)
+        else:
+            with pytest.raises(Exception, match="no latent space"):
+                loaded.encode(mel)

@@ -18,6 +18,7 @@ RENDER_EPILOG = """\b
 Examples:
   acids-flowsynth render --synth acids-sub --presets 11000 --subset 32 -o data/sub32
   acids-flowsynth render --presets 256 --subset filter_cutoff,osc_mix -o data/small
+  acids-flowsynth render --synth amsynth --presets bank --subset 16 -o data/amsynth16
   acids-flowsynth render --presets 2000 -o data/x | acids-flowsynth train --config paper -o runs/x
 """
 
@@ -44,7 +45,17 @@ def main() -> None:
 
 @main.command(epilog=RENDER_EPILOG)
 @click.option("--synth", default="acids-sub", show_default=True, help="Synth backend (see `synths`).")
-@click.option("--presets", type=click.IntRange(min=1), required=True, help="Number of random presets.")
+@click.option(
+    "--presets",
+    required=True,
+    help="Number of random presets, or `bank`: the synth's human-made presets (amsynth).",
+)
+@click.option(
+    "--banks",
+    type=click.Path(exists=True),
+    default=None,
+    help="With --presets bank: a .bank file or a directory of them (default: the synth's own banks).",
+)
 @click.option(
     "--subset", default="16", show_default=True, help="Parameters sampled: 16, 32, all, or name,name,..."
 )
@@ -59,7 +70,8 @@ def main() -> None:
 @click.option("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice).")
 def render(
     synth: str,
-    presets: int,
+    presets: str,
+    banks: str | None,
     subset: str,
     out_dir: str,
     seed: int,
@@ -76,6 +88,15 @@ def render(
     from acids_flowsynth.render import render_dataset, split_counts
     from acids_flowsynth.synth import get_backend, subset_indices
 
+    if presets != "bank":
+        try:
+            n_presets: int | str = int(presets)
+        except ValueError:
+            raise click.BadParameter("a number or `bank`", param_hint="--presets") from None
+        if n_presets < 1:
+            raise click.BadParameter("must be >= 1", param_hint="--presets")
+    else:
+        n_presets = "bank"
     subset_indices(get_backend(synth), subset)  # usage errors before any work
     if not 0 < hold <= duration:
         raise click.BadParameter("need 0 < --hold <= --duration", param_hint="--hold")
@@ -83,9 +104,10 @@ def render(
     out = Path(out_dir)
     m = render_dataset(
         synth,
-        presets,
+        n_presets,
         out,
         subset=subset,
+        banks=banks,
         seed=seed,
         sample_rate=sample_rate,
         note=note,
@@ -207,13 +229,73 @@ def synths(synth: str) -> None:
 @click.option(
     "--plot", "plot_path", type=click.Path(dir_okay=False), default=None, help="Mel comparison PNG."
 )
+@click.option(
+    "--preset",
+    "preset_path",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Preset file (amsynth: a one-preset .bank).",
+)
 def infer(
-    model: str, source: str, out_json: str | None, render_path: str | None, plot_path: str | None
+    model: str,
+    source: str,
+    out_json: str | None,
+    render_path: str | None,
+    plot_path: str | None,
+    preset_path: str | None,
 ) -> None:
     """Infer the parameters of SOURCE (a WAV, taken as a 4 s note) with MODEL; write them as JSON."""
     from acids_flowsynth.infer import infer_file
 
     if not Path(source).exists():
         raise MissingInput(f"{source}: no such file")
-    result = infer_file(model, source, out_json=out_json, render_path=render_path, plot_path=plot_path)
+    result = infer_file(
+        model,
+        source,
+        out_json=out_json,
+        render_path=render_path,
+        plot_path=plot_path,
+        preset_path=preset_path,
+    )
     write_record(make_record("example", **result))
+
+
+@main.command()
+@click.argument("model", type=click.Path(exists=True, dir_okay=False))
+@click.option("-o", "--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Output dir.")
+@click.option("--data", default=None, type=click.Path(exists=True), help="The model's dataset: PCA axes.")
+@click.option("--controls", type=click.IntRange(min=1), default=4, show_default=True)
+@click.option("--steps", type=click.IntRange(min=2), default=7, show_default=True)
+@click.option("--span", type=click.FloatRange(min=0, min_open=True), default=2.0, show_default=True)
+@click.option(
+    "--duration", type=click.FloatRange(min=0, min_open=True), default=None, help="Seconds per step."
+)
+def macros(
+    model: str, out_dir: str, data: str | None, controls: int, steps: int, span: float, duration: float | None
+) -> None:
+    """Latent axes (or their PCA with --data) as macro controls: a rendered sweep per control (WAV + PNG)."""
+    from acids_flowsynth.macros import sweep_macros
+
+    result = sweep_macros(
+        model, out_dir, data=data, controls=controls, steps=steps, span=span, duration=duration
+    )
+    write_record(make_record("macros", path=str(Path(out_dir).resolve()), **result))
+
+
+@main.command()
+@click.argument("model", type=click.Path(exists=True, dir_okay=False))
+@click.option("--in-port", type=click.IntRange(0, 65535), default=1232, show_default=True)
+@click.option("--out-port", type=click.IntRange(1, 65535), default=1233, show_default=True)
+@click.option("--data", default=None, type=click.Path(exists=True), help="The model's dataset: PCA axes.")
+@click.option("--max-seconds", type=float, default=None, help="Stop after this long (default: on /stop).")
+def serve(model: str, in_port: int, out_port: int, data: str | None, max_seconds: float | None) -> None:
+    """An OSC server on 127.0.0.1 with the FlowSynth plugin's messages (/encode, /decode; /params, /z_pos)."""
+    from acids_flowsynth.serve import FlowServer
+
+    server = FlowServer(model, in_port=in_port, out_port=out_port, data=data)
+    log.info("listening on 127.0.0.1:%d (send /stop to quit)", server.port)
+    try:
+        handled = server.serve(max_seconds=max_seconds)
+    except KeyboardInterrupt:
+        handled = server.handled
+    log.info("handled %d messages", handled)

@@ -22,23 +22,11 @@ from acids_flowsynth.synth import get_backend
 from acids_flowsynth.train import full_vectors
 
 
-def infer_file(
-    model_path: str | os.PathLike[str],
-    source: str | os.PathLike[str],
-    *,
-    out_json: str | os.PathLike[str] | None = None,
-    render_path: str | os.PathLike[str] | None = None,
-    plot_path: str | os.PathLike[str] | None = None,
-) -> dict[str, Any]:
-    """Infer the parameters of ``source``; optionally write them (JSON), a re-render (WAV) and a PNG.
-
-    Returns:
-        A record body: ``source``, ``params`` ({name: physical value}), ``normalised``, the written paths,
-        and ``sc`` / ``mel_mse`` between the input's and the re-render's mel when it is rendered.
-    """
+def note_mel(source: str | os.PathLike[str], meta: dict[str, Any]) -> np.ndarray:
+    """A sound file taken as one note → its natural-log mel (64, F) at the model's rate and duration
+    (resampled to mono, padded or cropped)."""
     from acids_data.audio import load as load_audio
 
-    model, meta = checkpoint.load(model_path)
     r = meta.get("render", {})
     sr = int(r.get("sample_rate", 22050))
     length = round(float(r.get("duration", 4.0)) * sr)
@@ -46,7 +34,28 @@ def infer_file(
     if x.size == 0:
         raise DataError(f"{source}: no audio")
     x = np.pad(x, (0, max(0, length - x.size)))[:length].astype(np.float32)
-    mel = mel_of(x, sr)
+    return mel_of(x, sr)
+
+
+def infer_file(
+    model_path: str | os.PathLike[str],
+    source: str | os.PathLike[str],
+    *,
+    out_json: str | os.PathLike[str] | None = None,
+    render_path: str | os.PathLike[str] | None = None,
+    plot_path: str | os.PathLike[str] | None = None,
+    preset_path: str | os.PathLike[str] | None = None,
+) -> dict[str, Any]:
+    """Infer the parameters of ``source``; optionally write them (JSON), a re-render (WAV) and a PNG.
+
+    Returns:
+        A record body: ``source``, ``params`` ({name: physical value}), ``normalised``, the written paths,
+        and ``sc`` / ``mel_mse`` between the input's and the re-render's mel when it is rendered.
+    """
+    model, meta = checkpoint.load(model_path)
+    r = meta.get("render", {})
+    sr = int(r.get("sample_rate", 22050))
+    mel = note_mel(source, meta)
     pred = model.infer(torch.from_numpy(mel)[None])
     vector = full_vectors(pred, meta)[0]
     backend = get_backend(meta["synth"])
@@ -62,6 +71,12 @@ def infer_file(
     if out_json is not None:
         atomic_write_json(Path(out_json), result)
         result["path"] = str(Path(out_json).resolve())
+    if preset_path is not None:
+        if not hasattr(backend, "preset_text"):
+            raise DataError(f"the {backend.name} backend has no preset file format")
+        Path(preset_path).parent.mkdir(parents=True, exist_ok=True)
+        Path(preset_path).write_text(backend.preset_text(vector.tolist(), Path(source).stem))
+        result["preset"] = str(Path(preset_path).resolve())
     if render_path is not None or plot_path is not None:
         with torch.inference_mode():
             audio = backend.render(

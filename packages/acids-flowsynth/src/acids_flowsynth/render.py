@@ -89,12 +89,31 @@ def mel_of(audio: np.ndarray, sample_rate: int) -> np.ndarray:
     )
 
 
+def bank_vectors(
+    backend: SynthBackend, subset: str | Sequence[str], banks: str | os.PathLike[str] | None = None
+) -> tuple[list[str], np.ndarray]:
+    """The backend's preset banks projected on ``subset`` (others at their defaults), duplicates dropped:
+    (names, normalised vectors (n, P))."""
+    from acids_core.errors import UsageError
+
+    if not hasattr(backend, "bank_presets"):
+        raise UsageError(f"{backend.name} has no preset banks: give --presets N")
+    names, full = backend.bank_presets(banks)
+    idx = subset_indices(backend, subset)
+    out = np.tile(np.asarray(default_vector(backend), np.float32), (len(full), 1))
+    out[:, idx] = full[:, idx]
+    _, first = np.unique(out, axis=0, return_index=True)
+    keep = np.sort(first)
+    return [names[i] for i in keep], out[keep]
+
+
 def render_dataset(
     synth: str,
-    presets: int,
+    presets: int | str,
     out: str | os.PathLike[str],
     *,
     subset: str = "16",
+    banks: str | os.PathLike[str] | None = None,
     seed: int = 0,
     sample_rate: int = 22050,
     note: int = 60,
@@ -103,18 +122,26 @@ def render_dataset(
     duration: float = 4.0,
     batch: int = 16,
 ) -> dict[str, Any]:
-    """Render ``presets`` random presets of ``synth`` into the dataset directory ``out``; return the manifest.
+    """Render ``presets`` random presets of ``synth`` (or, with ``presets="bank"``, the synth's preset banks,
+    ``banks`` or its default ones, projected on ``subset`` and de-duplicated) into the dataset directory
+    ``out``; return the manifest.
 
     Resumable: presets already in ``out`` (same settings) are not rendered again.
     """
     from acids_data.store import ShardWriter, read_manifest
 
-    if presets < 1:
-        raise ValueError("presets must be >= 1")
     backend = get_backend(synth)
     idx = subset_indices(backend, subset)
     names = [p.name for p in backend.params]
-    vectors = sample_presets(backend, presets, subset, seed)
+    preset_names: list[str] | None = None
+    if presets == "bank":
+        preset_names, vectors = bank_vectors(backend, subset, banks)
+        presets = len(vectors)
+    else:
+        presets = int(presets)
+        if presets < 1:
+            raise ValueError("presets must be >= 1")
+        vectors = sample_presets(backend, presets, subset, seed)
     labels = split_of(presets, seed)
     L = round(duration * sample_rate)
     hop = MEL["hop"]
@@ -128,6 +155,8 @@ def render_dataset(
         "sample_rate": sample_rate,
     }
     config = {**settings, "presets": presets, "subset": subset, "seed": seed, "split": [0.8, 0.1, 0.1]}
+    if preset_names is not None:
+        config["source"] = "bank"
     features = {
         "mel": {**MEL, "log": "ln(max(power, 1e-10))", "frames": frames},
         "params": {
@@ -189,6 +218,7 @@ def render_dataset(
                         "split": SPLITS[int(labels[i])],
                         "preset": i,
                         "peak": peak,
+                        **({"name": preset_names[i]} if preset_names is not None else {}),
                     }
                 )
             bar.update(len(ids))

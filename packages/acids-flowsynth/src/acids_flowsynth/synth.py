@@ -23,7 +23,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
-from acids_core.errors import MissingDependency, UsageError
+from acids_core.errors import UsageError
 
 if TYPE_CHECKING:
     import torch
@@ -171,10 +171,16 @@ def _acids_sub() -> SynthBackend:
     return SubtractiveSynth()
 
 
+_AMSYNTH: list[SynthBackend] = []
+
+
 def _amsynth() -> SynthBackend:
-    raise MissingDependency(
-        "the amsynth backend (amsynth hosted through DawDreamer) is not implemented in this version"
-    )
+    """One shared instance per process: its render workers (one per sample rate) are reused."""
+    from acids_flowsynth.amsynth import AmsynthSynth
+
+    if not _AMSYNTH:
+        _AMSYNTH.append(AmsynthSynth())
+    return _AMSYNTH[0]
 
 
 BACKENDS: dict[str, Callable[[], SynthBackend]] = {"acids-sub": _acids_sub, "amsynth": _amsynth}
