@@ -85,6 +85,7 @@ def render(
 ) -> None:
     """Render random presets into an acids-data dataset (audio, 64-band log-mel, parameters, 80/10/10 split);
     emit a `dataset` record. Re-running the same command resumes."""
+    from acids_data.store import dataset_record
     from acids_flowsynth.render import render_dataset, split_counts
     from acids_flowsynth.synth import get_backend, subset_indices
 
@@ -116,24 +117,13 @@ def render(
         duration=duration,
         batch=batch,
     )
-    totals = m.get("totals", {})
     write_record(
-        make_record(
-            "dataset",
-            path=str(out.resolve()),
-            manifest=str((out / "manifest.json").resolve()),
-            sample_rate=m.get("sample_rate"),
-            channels=m.get("channels"),
-            chunk=m.get("chunk"),
-            hop=m.get("hop"),
-            feature_hop=m.get("feature_hop"),
-            features=sorted(m.get("features", {})),
-            chunks=totals.get("chunks"),
-            seconds=totals.get("seconds"),
-            synth=synth,
-            subset=m["features"]["params"]["subset"],
-            splits=split_counts(m),
-        )
+        {
+            **dataset_record(out, m),
+            "synth": synth,
+            "subset": m["features"]["params"]["subset"],
+            "splits": split_counts(m),
+        }
     )
 
 
