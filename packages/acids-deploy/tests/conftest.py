@@ -86,6 +86,58 @@ def nan_onnx(tmp_path: Path) -> Path:
     return make_onnx(tmp_path / "bad" / "gain.onnx", kind="nan")
 
 
+def make_trt_export(
+    onnx_path: Path, precision: str = "fp16", gain: float = 0.5, flags: tuple[str, ...] = ("--noTF32",)
+) -> dict:
+    """What ``acids-export tensorrt`` leaves beside an ONNX file, written by hand (no torch here):
+    ``NAME.ref.npz`` (two calls of ``x`` and ``y = gain * x``) and ``NAME.trt.json`` (recipe layout with
+    its trtexec line). Returns the matching ``artifact`` record."""
+    import hashlib
+    import json
+
+    import numpy as np
+
+    ref, recipe = onnx_path.with_suffix(".ref.npz"), onnx_path.with_suffix(".trt.json")
+    x = np.random.default_rng(1).uniform(-1, 1, (2, 1, 1, 256)).astype(np.float32)
+    with open(ref, "wb") as f:
+        np.savez(f, x=x, y=(gain * x).astype(np.float32))
+    digest = hashlib.sha256(onnx_path.read_bytes()).hexdigest()
+    name = onnx_path.name
+    shapes = ["--minShapes=x:1x1x64", "--optShapes=x:1x1x256", "--maxShapes=x:1x1x1024"]
+    argv = ["/usr/src/tensorrt/bin/trtexec", f"--onnx={name}", f"--saveEngine={name}.plan"]
+    argv += (["--fp16"] if precision == "fp16" else []) + shapes + list(flags)
+    argv += ["--timingCacheFile=timing-trt8.2.cache"]
+    tol = {"fp16": 2e-2, "fp32": 1e-3}[precision]
+    recipe.write_text(
+        json.dumps(
+            {
+                "format": "acids-trt-recipe",
+                "format_version": 1,
+                "profile": "jetson-jp4",
+                "tensorrt": "8.2",
+                "models": [{"path": name, "sha256": digest, "precision": precision, "extra_args": shapes}],
+                "command": argv,
+                "reference": {"path": ref.name, "precision": precision, "atol": tol, "rtol": tol / 2},
+            }
+        )
+    )
+    return {
+        "kind": "artifact",
+        "version": 1,
+        "format": "tensorrt-onnx",
+        "path": str(onnx_path),
+        "sha256": digest,
+        "profile": "jetson-jp4",
+        "precision": precision,
+        "io": {
+            "sample_rate": 48000,
+            "trt_shapes": {"min": "x:1x1x64", "opt": "x:1x1x256", "max": "x:1x1x1024"},
+        },
+        "reference": str(ref),
+        "recipe": str(recipe),
+    }
+
+
 def make_bundle(
     tmp: Path, model: Path, name: str, profile: str = "desktop", extra: list[Path] | None = None
 ) -> dict:

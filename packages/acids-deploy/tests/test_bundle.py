@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from conftest import make_onnx
+from conftest import make_onnx, make_trt_export
 
 from acids_deploy.bundle import board_file
 from acids_deploy.cli import main_group
@@ -74,11 +74,27 @@ def test_bundle_from_artifact_records(gain_onnx: Path, tmp_path: Path):
     res = run_cli("bundle", "-p", "jetson-jp4", "--no-deps", "-o", str(out), input=json.dumps(art) + "\n")
     assert res.exit_code == 0, res.stderr
     rec = one_record(res)
-    assert rec["tensorrt"] == "8.2" and rec["models"][0]["format"] == "tensorrt-onnx"
+    assert rec["tensorrt"] == {"expected": "8.0 (JetPack 4.6) / 8.2 (JetPack 4.6.1+)"}
+    assert rec["models"][0]["format"] == "tensorrt-onnx"
     files = members(out)
     recipe = json.loads(files["trt/recipe.json"])
-    assert recipe["models"][0]["sha256"] == digest
-    assert "--minShapes=x:1x1x256" in recipe["models"][0]["extra_args"]
+    (entry,) = recipe["models"]
+    assert entry["sha256"] == digest and entry["precision"] == "fp16"  # the profile's default
+    assert "--minShapes=x:1x1x256" in entry["extra_args"] and entry["command_from"] == "acids-deploy"
+    assert entry["command"][:4] == ["{trtexec}", "--onnx={onnx}", "--saveEngine={engine}", "--fp16"]
+
+    # the record's precision wins over the profile's default
+    art_fp32 = dict(art, precision="fp32")
+    res = run_cli(
+        "bundle", "-p", "jetson-jp4", "--no-deps", "-o", str(out), input=json.dumps(art_fp32) + "\n"
+    )
+    assert res.exit_code == 0, res.stderr
+    (entry,) = json.loads(members(out)["trt/recipe.json"])["models"]
+    assert entry["precision"] == "fp32" and "--fp16" not in entry["command"]
+    res = run_cli("bundle", "-p", "jetson-jp4", "--no-deps", "-o", str(out),
+                  input=json.dumps(dict(art, precision="int8")) + "\n")  # fmt: skip
+    assert res.exit_code == 65 and "precision 'int8'" in res.stderr
+    files = members(out)
     manifest = json.loads(files["manifest.json"])
     assert manifest["models"][0]["sample_rate"] == 44100 and manifest["python"] == "3.6"
 
@@ -90,6 +106,52 @@ def test_bundle_from_artifact_records(gain_onnx: Path, tmp_path: Path):
     assert res.exit_code == 65 and "differs" in res.stderr
     res = run_cli("bundle", str(tmp_path / "nope.onnx"), "-p", "desktop", "-o", str(out))
     assert res.exit_code == 66
+
+
+@pytest.mark.parametrize("precision", ["fp32", "fp16"])
+def test_tensorrt_export_companions_and_its_trtexec_line(gain_onnx: Path, tmp_path: Path, precision: str):
+    art = make_trt_export(gain_onnx, precision)
+    out = tmp_path / "nano.tar"
+    res = run_cli("bundle", "-p", "jetson-jp4", "--no-deps", "-o", str(out), input=json.dumps(art) + "\n")
+    assert res.exit_code == 0, res.stderr
+    files = members(out)
+    manifest = json.loads(files["manifest.json"])
+    (model,) = manifest["models"]
+    assert model["precision"] == precision
+    ref, rcp = model["reference"], model["recipe"]
+    assert ref["path"] == "models/gain.ref.npz" and rcp["path"] == "models/gain.trt.json"
+    for item, src in ((ref, art["reference"]), (rcp, art["recipe"])):
+        digest = hashlib.sha256(Path(src).read_bytes()).hexdigest()
+        assert item["sha256"] == digest == manifest["files"][item["path"]]["sha256"]
+        assert files[item["path"]] == Path(src).read_bytes()
+    assert ref["atol"] == {"fp16": 2e-2, "fp32": 1e-3}[precision]  # the recipe's tolerance
+    (entry,) = json.loads(files["trt/recipe.json"])["models"]
+    # acids-export's line, board-side values as placeholders, nothing else changed
+    assert entry["command_from"] == "acids-export recipe models/gain.trt.json"
+    want = ["{trtexec}", "--onnx={onnx}", "--saveEngine={engine}"] + (
+        ["--fp16"] if precision == "fp16" else []
+    )
+    want += ["--minShapes=x:1x1x64", "--optShapes=x:1x1x256", "--maxShapes=x:1x1x1024", "--noTF32"]
+    assert entry["command"] == [*want, "--timingCacheFile={timing_cache}"]
+    assert entry["precision"] == precision and entry["reference"] == ref
+
+    # a bare ONNX with the companions beside it gets them too
+    res = run_cli("bundle", str(gain_onnx), "-p", "jetson-jp4", "--no-deps", "-o", str(tmp_path / "f.tar"))
+    assert res.exit_code == 0 and "models/gain.ref.npz" in members(tmp_path / "f.tar")
+
+    # a record whose precision disagrees with its recipe, a recipe of another export, a missing reference
+    other = "fp16" if precision == "fp32" else "fp32"
+    res = run_cli("bundle", "-p", "jetson-jp4", "--no-deps", "-o", str(out),
+                  input=json.dumps(dict(art, precision=other)) + "\n")  # fmt: skip
+    assert res.exit_code == 65 and f"builds {precision} but the artifact record says {other}" in res.stderr
+    recipe = json.loads(Path(art["recipe"]).read_text())
+    recipe["models"][0]["sha256"] = "0" * 64
+    Path(art["recipe"]).write_text(json.dumps(recipe))
+    res = run_cli("bundle", "-p", "jetson-jp4", "--no-deps", "-o", str(out), input=json.dumps(art) + "\n")
+    assert res.exit_code == 65 and "recipe of another export" in res.stderr
+    Path(art["reference"]).unlink()
+    res = run_cli("bundle", "-p", "jetson-jp4", "--no-deps", "-o", str(out), input=json.dumps(art) + "\n")
+    assert res.exit_code == 66 and "reference file is missing" in res.stderr
 
 
 def _dummy_wheel(d: Path, name: str = "acidsdummy", version: str = "0.1") -> Path:

@@ -9,10 +9,12 @@ import tarfile
 from pathlib import Path
 
 from click.testing import CliRunner
-from conftest import Fleet, make_bundle, make_onnx
+from conftest import Fleet, make_bundle, make_onnx, make_trt_export
 
+from acids_deploy.bundle import artifact_from_record, build_bundle
 from acids_deploy.cli import main_group
 from acids_deploy.inventory import load_inventory
+from acids_deploy.profiles import get_profile
 from acids_deploy.push import BundleRef, PushOptions, push_board
 
 
@@ -188,7 +190,12 @@ def test_failing_smoke_test_rolls_back(fleet: Fleet, gain_onnx: Path, nan_onnx: 
 
     # a manual rollback skips the release that failed its smoke test: nothing earlier is left here
     res = run_cli("rollback", "-i", str(inv), "-t", "pi1")
-    assert res.exit_code == 69 and "nothing to roll back to" in res.stderr
+    assert res.exit_code == 65, res.stderr
+    line = "pi1: rollback failed: nothing to roll back to: no earlier release on this board"
+    assert f"{line} (current: {good['id']})" in res.stderr
+    assert records(res)[0]["status"] == "failed" and records(res)[0]["exit"] == 65
+    res = run_cli("rollback", "-i", str(inv), "-t", "pi1", "--to", "0123456789abcdef")
+    assert res.exit_code == 65 and "no release 0123456789abcdef on this board" in res.stderr
     third = make_bundle(tmp_path, make_onnx(tmp_path / "m3" / "g3.onnx"), "third.tar")
     assert run_cli("push", third["path"], "-i", str(inv), "-t", "pi1").exit_code == 0
     res = run_cli("rollback", "-i", str(inv), "-t", "pi1")
@@ -268,7 +275,12 @@ def test_tar_with_dotdot_member_refused(fleet: Fleet, gain_onnx: Path, tmp_path:
 
 
 FAKE_TRTEXEC = """#!/bin/sh
-# stands in for TensorRT's trtexec: writes the --saveEngine file and counts its runs
+# stands in for TensorRT 8.2's trtexec: prints its banner (it refuses --version but names itself),
+# writes the --saveEngine file with its arguments, counts its runs
+case "$1" in --version)
+  echo "&&&& RUNNING TensorRT.trtexec [TensorRT v8201] # trtexec --version"
+  echo "&&&& FAILED TensorRT.trtexec [TensorRT v8201] # trtexec --version"; exit 1;;
+esac
 for a in "$@"; do
   case "$a" in --saveEngine=*) out="${a#--saveEngine=}";; esac
 done
@@ -283,18 +295,64 @@ def test_jetson_engine_built_on_board_and_cached(fleet: Fleet, gain_onnx: Path, 
     trtexec.write_text(FAKE_TRTEXEC)
     trtexec.chmod(0o755)
     inv = fleet.inventory(profile="jetson-jp4", extra=f'trtexec = "{trtexec}"')
-    bundle = make_bundle(tmp_path, gain_onnx, "nano.tar", profile="jetson-jp4")
+    art = make_trt_export(gain_onnx, "fp32", flags=("--noTF32",))
+    bundle = build_bundle([artifact_from_record(art, get_profile("jetson-jp4"))], get_profile("jetson-jp4"),
+                          tmp_path / "nano.tar", deps=False)  # fmt: skip
     res = run_cli("push", bundle["path"], "-i", str(inv), "-t", "nano")
     assert res.exit_code == 0, res.stderr
     (rec,) = records(res)
+    # the board's TensorRT, read from trtexec, keys the cache; the record's precision is used
+    assert rec["tensorrt"] == "8.2.1" and rec["engines"]["tensorrt_source"] == "trtexec"
     (engine,) = rec["engines"]["engines"]
-    assert engine["built"] and engine["key"].startswith(bundle["models"][0]["sha256"][:16])
-    assert engine["key"].endswith("-fp16")
-    plan = board.install_dir / "releases" / bundle["id"] / "models" / "gain.onnx.plan"
-    assert "--fp16" in plan.read_text()  # the link into engine-cache/
+    assert engine["built"] and engine["key"].startswith(bundle["models"][0]["sha256"][:16] + "-trt8.2.1-")
+    assert "-fp32-" in engine["key"] and engine["command_from"] == "acids-export recipe models/gain.trt.json"
+    assert "TensorRT 8.2.1 (from trtexec)" in res.stderr
+    release = board.install_dir / "releases" / bundle["id"]
+    argv = (release / "models" / "gain.onnx.plan").read_text().split()  # the link into engine-cache/
+    assert "--fp16" not in argv and "--noTF32" in argv and "--maxShapes=x:1x1x1024" in argv  # the recipe's
+    assert f"--onnx={release}/models/gain.onnx" in argv
+    assert f"--timingCacheFile={board.install_dir}/engine-cache/timing-trt8.2.1-x86_64.cache" in argv
+    # no tensorrt module for this Python: the engine check says so instead of passing silently
+    check = rec["engine_check"]["models"][0]
+    assert check["status"] == "not verified" and "tensorrt does not import" in check["reason"]
+    assert "NOT VERIFIED" in res.stderr
+    # the smoke test ran on onnxruntime, and says why
+    assert rec["smoke"]["models"][0]["backend"] == "onnxruntime"
+    assert (release / "models" / "gain.ref.npz").is_file()
     # forced re-push: the engine comes from the cache, trtexec does not run again
     res = run_cli("push", bundle["path"], "-i", str(inv), "-t", "nano", "--force")
     assert res.exit_code == 0, res.stderr
     assert records(res)[0]["engines"]["engines"][0]["built"] is False
     assert (board.dir / "trtexec.calls").read_text().count("run") == 1
     assert records(run_cli("status", "-i", str(inv), "-t", "nano"))[0]["current_problem"] is None
+    log = [json.loads(line) for line in (board.install_dir / "logs" / "deploy.log").read_text().splitlines()]
+    engines = [e for e in log if e["event"] == "engines"]
+    assert engines[0]["tensorrt"] == "8.2.1" and engines[0]["tensorrt_source"] == "trtexec"
+
+
+def test_engine_that_fails_its_reference_check_is_not_switched():
+    """push's side of `run.py --verify`: a failed check stops the push before the switch (exit 65)."""
+    import pytest
+
+    from acids_core.errors import DataError
+    from acids_deploy.inventory import Board
+    from acids_deploy.push import _engines
+
+    class Conn:
+        def run_json(self, argv, timeout=None):
+            assert argv[-1] == "--verify"
+            failed = {"model": "gain", "status": "failed", "error": "engine differs: max |error| 0.1"}
+            return 3, {"ok": False, "models": [failed]}
+
+    class Session:
+        board = Board(name="nano", host="127.0.0.1", profile="jetson-jp4", known_hosts="kh")
+        root, conn = "/opt/acids", Conn()
+
+        def call_ok(self, *args, timeout=None):
+            return {"engines": [], "tensorrt": "10.3.0", "tensorrt_source": "dpkg tensorrt"}
+
+    rec: dict = {}
+    ref = BundleRef(Path("b.tar"), "0" * 64, "abc", "jetson-jp4", 1)
+    with pytest.raises(DataError, match=r"fails its reference check: gain: engine differs.*not switched"):
+        _engines(Session(), ref, rec)
+    assert rec["tensorrt"] == "10.3.0" and rec["engine_check"]["ok"] is False

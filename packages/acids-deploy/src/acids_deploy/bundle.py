@@ -35,6 +35,11 @@ log = get_logger("deploy.bundle")
 BUNDLE_FORMAT = "acids-bundle"
 BUNDLE_FORMAT_VERSION = 1
 MTIME = 1_700_000_000  # fixed member time: same inputs, same tar bytes
+PRECISIONS = ("fp32", "fp16")
+#: comparison with the references when the recipe gives no tolerance (max abs error on audio in [-1, 1])
+DEFAULT_TOLERANCE = {"fp16": {"atol": 2e-2, "rtol": 1e-2}, "fp32": {"atol": 1e-3, "rtol": 1e-3}}
+#: the values of the trtexec line that only the board knows; the agent fills them in (board/agent.py)
+TRT_PLACEHOLDERS = {"--onnx=": "{onnx}", "--saveEngine=": "{engine}", "--timingCacheFile=": "{timing_cache}"}
 _SUFFIX_FORMAT = {".onnx": "onnx", ".ts": "torchscript", ".pt": "torchscript", ".torchscript": "torchscript"}
 
 
@@ -60,6 +65,10 @@ class Artifact:
     sha256: str
     record: dict[str, Any]
     extra_files: tuple[Path, ...] = ()
+    precision: str | None = None  # fp32 / fp16: the engine the board builds (tensorrt-onnx)
+    reference: Path | None = None  # NAME.ref.npz: inputs/outputs per call, compared with the engine
+    recipe: Path | None = None  # NAME.trt.json: acids-export's build recipe (owns the trtexec line)
+    recipe_data: dict[str, Any] | None = None
 
     @property
     def name(self) -> str:
@@ -90,7 +99,48 @@ def artifact_from_record(rec: dict[str, Any], profile: Profile) -> Artifact:
     # ONNX external data (`model.onnx.data`) must travel with the model
     extra = tuple(sorted(p for p in path.parent.glob(path.name + "*.data") if p.is_file()))
     extra += tuple(Path(p) for p in rec.get("external_data", []) if Path(p) not in extra)
-    return Artifact(path=path, format=fmt, sha256=digest, record=rec, extra_files=extra)
+    art = Artifact(path=path, format=fmt, sha256=digest, record=rec, extra_files=extra)
+    if fmt == "tensorrt-onnx":
+        _attach_companions(art)
+    return art
+
+
+def _companion(rec: dict[str, Any], key: str, beside: Path) -> Path | None:
+    """The record's ``key`` file (it must exist), else the file ``beside`` the model if there is one."""
+    named = rec.get(key)
+    if named:
+        p = Path(str(named))
+        if not p.is_absolute():
+            p = Path(str(rec["path"])).parent / p
+        if not p.is_file():
+            raise MissingInput(f"{p}: the artifact's {key} file is missing (export it again)")
+        return p
+    return beside if beside.is_file() else None
+
+
+def _attach_companions(a: Artifact) -> None:
+    """acids-export's ``NAME.ref.npz`` and ``NAME.trt.json`` (record fields, or beside the ONNX); the
+    precision from the record, checked against the recipe's."""
+    rec = a.record
+    a.reference = _companion(rec, "reference", a.path.with_suffix(".ref.npz"))
+    a.recipe = _companion(rec, "recipe", a.path.with_suffix(".trt.json"))
+    precision = rec.get("precision")
+    if a.recipe is not None:
+        try:
+            data = json.loads(a.recipe.read_text())
+            (entry,) = data["models"]
+        except (ValueError, KeyError, TypeError) as e:
+            raise DataError(f"{a.recipe}: not an acids-export recipe with one model ({e})") from None
+        if entry.get("sha256") and entry["sha256"] != a.sha256:
+            raise DataError(f"{a.recipe}: recipe of another export (sha256 differs from {a.path.name}'s)")
+        theirs = entry.get("precision")
+        if precision and theirs and theirs != precision:
+            raise DataError(f"{a.recipe}: builds {theirs} but the artifact record says {precision}")
+        precision = precision or theirs
+        a.recipe_data = data
+    if precision is not None and precision not in PRECISIONS:
+        raise DataError(f"{a.path}: precision {precision!r} (expected one of {', '.join(PRECISIONS)})")
+    a.precision = precision
 
 
 def artifact_from_file(path: Path, profile: Profile) -> Artifact:
@@ -195,23 +245,82 @@ def systemd_unit(profile: Profile, models: list[dict[str, Any]]) -> str:
     )
 
 
-def trt_recipe(profile: Profile, models: list[dict[str, Any]]) -> dict[str, Any]:
-    """What the board runs to build its engines; the board's agent reads it (see board/agent.py)."""
+def command_template(argv: list[str], model: str, precision: str) -> list[str]:
+    """acids-export's trtexec line with the board-side values as placeholders (see TRT_PLACEHOLDERS).
+
+    The line is used as it is otherwise: its flags (precision, shapes, anything else) are the exporter's.
+    """
+    if not argv or not any(a.startswith("--onnx=") for a in argv):
+        raise DataError(f"the recipe of {model} has no trtexec command with --onnx=")
+    out = ["{trtexec}"]
+    for a in argv[1:]:
+        if "{" in a or "}" in a:
+            raise DataError(f"the recipe of {model}: unexpected brace in trtexec argument {a!r}")
+        for flag, placeholder in TRT_PLACEHOLDERS.items():
+            if a.startswith(flag):
+                if flag == "--onnx=" and Path(a[len(flag) :]).name != model:
+                    raise DataError(f"the recipe builds {a[len(flag) :]!r}, not {model!r}")
+                a = flag + placeholder
+                break
+        out.append(a)
+    if "--saveEngine={engine}" not in out:
+        out.insert(2, "--saveEngine={engine}")
+    if ("--fp16" in out) != (precision == "fp16"):
+        raise DataError(f"the recipe of {model}: its trtexec line does not build {precision}")
+    return out
+
+
+def default_command(precision: str, extra_args: list[str]) -> list[str]:
+    """The trtexec line for an ONNX that came without an acids-export recipe."""
+    argv = ["{trtexec}", "--onnx={onnx}", "--saveEngine={engine}"]
+    argv += ["--fp16"] if precision == "fp16" else []
+    return [*argv, *extra_args, "--timingCacheFile={timing_cache}"]
+
+
+def trt_recipe(
+    profile: Profile, models: list[dict[str, Any]], commands: dict[str, list[str]] | None = None
+) -> dict[str, Any]:
+    """What the board runs to build its engines; the board's agent reads it (see board/agent.py).
+
+    Args:
+        models: the manifest's model entries (their ``precision`` wins over the profile's default).
+        commands: model path -> trtexec line template from the artifact's acids-export recipe; it owns
+            the line when present. Models without one get :func:`default_command`.
+    """
     assert profile.tensorrt is not None
     trt = profile.tensorrt
     entries = []
     for m in models:
         if m["format"] not in ("onnx", "tensorrt-onnx"):
             continue
-        shapes = m.get("trt_shapes") or {}
-        extra = [f"--{k}Shapes={v}" for k, v in sorted(shapes.items())]
-        entries.append(
-            {"path": m["path"], "sha256": m["sha256"], "precision": trt.precision, "extra_args": extra}
-        )
+        precision = m.get("precision") or trt.precision
+        template = (commands or {}).get(m["path"])
+        if template is not None:
+            source = "acids-export recipe " + str((m.get("recipe") or {}).get("path", ""))
+            skip = {"--fp16", *(f + p for f, p in TRT_PLACEHOLDERS.items())}
+            extra = [a for a in template[1:] if a not in skip]
+        else:
+            source = "acids-deploy"
+            shapes = m.get("trt_shapes") or {}
+            extra = [f"--{k}Shapes={v}" for k, v in sorted(shapes.items())]
+            template = default_command(precision, extra)
+        entry = {
+            "path": m["path"],
+            "sha256": m["sha256"],
+            "precision": precision,
+            "extra_args": extra,
+            "command": template,
+            "command_from": source.strip(),
+        }
+        if m.get("reference"):
+            entry["reference"] = m["reference"]
+        entries.append(entry)
     return {
-        "tensorrt": trt.version,
+        "format": "acids-trt-recipe",
+        "format_version": 2,
+        "tensorrt_expected": trt.expected,  # documentation: the board's own version is read on the board
         "trtexec": trt.trtexec,
-        "cache_key": ["onnx sha256", "TensorRT version", "device", "precision"],
+        "cache_key": ["onnx sha256", "TensorRT version (read on the board)", "device", "precision", "flags"],
         "models": entries,
     }
 
@@ -224,6 +333,16 @@ def _model_entry(a: Artifact, rel: str) -> dict[str, Any]:
         entry["sample_rate"] = int(rate)
     if isinstance(io_info, dict) and io_info.get("trt_shapes"):
         entry["trt_shapes"] = io_info["trt_shapes"]
+    if a.precision:
+        entry["precision"] = a.precision
+    stem = rel[: -len(a.path.suffix)] if a.path.suffix else rel
+    if a.reference is not None:
+        tol = dict(DEFAULT_TOLERANCE[a.precision or "fp16"])
+        ref_info = (a.recipe_data or {}).get("reference") or {}
+        tol.update({k: float(ref_info[k]) for k in ("atol", "rtol") if k in ref_info})
+        entry["reference"] = {"path": stem + ".ref.npz", "sha256": sha256_file(a.reference), **tol}
+    if a.recipe is not None:
+        entry["recipe"] = {"path": stem + ".trt.json", "sha256": sha256_file(a.recipe)}
     return entry
 
 
@@ -271,12 +390,22 @@ def build_bundle(
         raise DataError(f"two artifacts share the file name {dupes[0]!r}; a bundle keeps one per name")
     files: dict[str, Path | bytes] = {}
     models = []
+    commands: dict[str, list[str]] = {}
     for a in artifacts:
         rel = f"models/{a.name}"
         files[rel] = a.path
         for extra in a.extra_files:
             files[f"models/{extra.name}"] = extra
-        models.append(_model_entry(a, rel))
+        entry = _model_entry(a, rel)
+        for key, src in (("reference", a.reference), ("recipe", a.recipe)):
+            if src is not None:
+                files[entry[key]["path"]] = src
+        if a.recipe_data is not None and profile.tensorrt is not None:
+            argv = a.recipe_data.get("command")
+            if argv:
+                precision = entry.get("precision") or profile.tensorrt.precision
+                commands[rel] = command_template(list(argv), a.name, precision)
+        models.append(entry)
     reqs = list(profile.requirements if requirements is None else requirements)
     installed: list[str] = []
     with tempfile.TemporaryDirectory(prefix="acids-bundle-") as tmp:
@@ -291,7 +420,8 @@ def build_bundle(
         files["run.py"] = board_file("run.py")
         files["systemd/acids-runner.service"] = systemd_unit(profile, models).encode()
         if profile.tensorrt is not None:
-            files["trt/recipe.json"] = (json.dumps(trt_recipe(profile, models), indent=1) + "\n").encode()
+            recipe = trt_recipe(profile, models, commands)
+            files["trt/recipe.json"] = (json.dumps(recipe, indent=1) + "\n").encode()
         listing = {}
         for rel, src in sorted(files.items()):
             if isinstance(src, bytes):
@@ -308,7 +438,8 @@ def build_bundle(
             "requirements": reqs if deps else [],
             "dependencies": installed,
             "deps": "site" if installed else "board",
-            "tensorrt": profile.tensorrt.version if profile.tensorrt else None,
+            # the profile's TensorRT, for people; the board reads its own version when it builds engines
+            "tensorrt": {"expected": profile.tensorrt.expected} if profile.tensorrt else None,
             "models": models,
             "files": listing,
         }

@@ -90,7 +90,7 @@ def boards_cmd(inventory: Path, no_check: bool, show_profiles: bool) -> None:
                     platform=f"linux_{p.arch}",
                     glibc=".".join(map(str, p.glibc)),
                     requirements=list(p.requirements),
-                    tensorrt=p.tensorrt.version if p.tensorrt else None,
+                    tensorrt=p.tensorrt.expected if p.tensorrt else None,
                     description=p.description,
                 )
             )
@@ -314,11 +314,21 @@ def status_cmd(inventory: Path, targets: tuple[str, ...]) -> None:
 @click.option("--to", "to_release", default=None, help="Release id to switch to (default: the previous).")
 @click.option("--no-smoke", is_flag=True, help="Skip the smoke test after switching.")
 def rollback_cmd(inventory: Path, targets: tuple[str, ...], to_release: str | None, no_smoke: bool) -> None:
-    """Switch boards back to their previous release (or --to ID); emits `deployment` records."""
+    """Switch boards back to their previous release (or --to ID); emits `deployment` records.
+
+    Exit 65 when a board has nothing to roll back to (or no release --to ID), or the smoke test fails.
+    """
+    from acids_deploy.push import AGENT_EXIT_NO_RELEASE
+    from acids_deploy.ssh import RemoteError
+
     boards = load_inventory(inventory).select(targets)
 
     def fn(s: Any) -> dict[str, Any]:
-        res = s.call_ok("rollback", *([to_release] if to_release else []))
+        status, res = s.call("rollback", *([to_release] if to_release else []))
+        if status == AGENT_EXIT_NO_RELEASE:
+            raise DataError(str(res.get("error")))
+        if status != 0:
+            raise RemoteError(f"{s.board.name}: agent rollback failed: {res.get('error', res)}")
         s.restart_service()
         if not no_smoke:
             res["smoke"] = s.smoke(None)
@@ -332,7 +342,7 @@ def rollback_cmd(inventory: Path, targets: tuple[str, ...], to_release: str | No
         )
         if r.get("error"):
             rec.update(status="failed", error=r["error"], exit=r.get("exit", 1))
-            click.echo(f"{b.name}: rollback failed: {r['error']}", err=True)
+            click.echo(f"{b.name}: rollback failed: {r['error']}", err=True)  # one line per board
         else:
             ok = (r.get("smoke") or {"ok": True}).get("ok", False)
             rec.update(

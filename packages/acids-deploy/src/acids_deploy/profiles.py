@@ -14,12 +14,27 @@ from acids_core.errors import UsageError
 
 @dataclass(frozen=True)
 class TensorRT:
-    """How a Jetson builds TensorRT engines on the device (engines are not portable)."""
+    """How a Jetson builds TensorRT engines on the device (engines are not portable).
 
-    version: str  # the TensorRT of the JetPack, e.g. "8.2"
+    ``versions`` and ``note`` are documentation only: the TensorRT version that goes into the engine cache
+    key, the timing cache and the logs is read on the board at push time (``trtexec --version``, dpkg,
+    ``tensorrt.__version__``), because one profile spans several JetPack releases.
+    """
+
+    versions: tuple[str, ...]  # major.minor of the TensorRT releases this profile's JetPacks ship
+    note: str = ""  # which JetPack ships which
     trtexec: str = "/usr/src/tensorrt/bin/trtexec"
-    precision: str = "fp16"
-    max_opset: int = 13
+    precision: str = "fp16"  # when neither the artifact record nor its recipe says
+    max_opset: int = 13  # the lowest parser ceiling among ``versions``
+
+    @property
+    def expected(self) -> str:
+        """For people: ``"8.6 (JetPack 6.0) / 10.3 (JetPack 6.1, 6.2)"``."""
+        return self.note or " / ".join(self.versions)
+
+    def documents(self, version: str) -> bool:
+        """Whether a board's TensorRT ``version`` (``"8.6.2.3"``) is one this profile lists."""
+        return ".".join(version.split(".")[:2]) in self.versions
 
 
 @dataclass(frozen=True)
@@ -106,7 +121,7 @@ PROFILES: dict[str, Profile] = {
             # onnxruntime 1.10.0 is the last cp36 aarch64 wheel; numpy 1.19.5 the last for 3.6
             requirements=("onnxruntime==1.10.0", "numpy==1.19.5"),
             formats=_JETSON_FORMATS,
-            tensorrt=TensorRT("8.2", max_opset=13),
+            tensorrt=TensorRT(("8.0", "8.2"), "8.0 (JetPack 4.6) / 8.2 (JetPack 4.6.1+)", max_opset=13),
             description="Jetson Nano, JetPack 4.6 (Ubuntu 18.04), Python 3.6, TensorRT 8.0/8.2",
         ),
         Profile(
@@ -116,7 +131,7 @@ PROFILES: dict[str, Profile] = {
             glibc=(2, 31),
             requirements=("onnxruntime==1.19.2", "numpy<1.25"),
             formats=_JETSON_FORMATS,
-            tensorrt=TensorRT("8.5", max_opset=17),
+            tensorrt=TensorRT(("8.5",), "8.5 (JetPack 5.1)", max_opset=17),
             description="Jetson Xavier/Orin, JetPack 5.1 (Ubuntu 20.04), Python 3.8, TensorRT 8.5",
         ),
         Profile(
@@ -126,7 +141,7 @@ PROFILES: dict[str, Profile] = {
             glibc=(2, 35),
             requirements=("onnxruntime==1.23.2", "numpy>=1.24"),
             formats=_JETSON_FORMATS,
-            tensorrt=TensorRT("10.3", max_opset=20),
+            tensorrt=TensorRT(("8.6", "10.3"), "8.6 (JetPack 6.0) / 10.3 (JetPack 6.1, 6.2)", max_opset=17),
             description="Jetson Orin, JetPack 6.x (Ubuntu 22.04), Python 3.10, TensorRT 8.6/10.3",
         ),
     )

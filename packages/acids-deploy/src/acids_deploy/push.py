@@ -8,8 +8,9 @@ Per board (boards run in parallel threads, each with its own SSH connection):
    mismatch deletes the part, and the upload restarts once from zero), unpacks into
    ``releases/.<id>.tmp`` refusing any member that would land outside it, checks every file against the
    manifest, and renames the directory to ``releases/<id>``;
-4. TensorRT profiles: build or reuse the engine (cache key: onnx sha256, TensorRT version, device,
-   precision);
+4. TensorRT profiles: build or reuse the engine with the recipe's trtexec line (cache key: onnx
+   sha256, the TensorRT version read on the board, device, precision, build flags), then compare it with
+   the bundle's reference npz (``run.py --verify``; "not verified" where ``tensorrt`` does not import);
 5. switch ``current`` atomically (a new symlink renamed over the old one), restart the service;
 6. smoke test: the runner processes a buffer and reports its real-time factor; if it fails, switch back
    to the previous release, restart the service again, and say so;
@@ -38,6 +39,7 @@ log = get_logger("deploy.push")
 
 AGENT_EXIT_CHECKSUM = 3
 AGENT_EXIT_UNSAFE = 4
+AGENT_EXIT_NO_RELEASE = 6  # rollback: nothing to roll back to, or no such release (board/agent.py)
 
 
 @dataclass(frozen=True)
@@ -128,7 +130,10 @@ def plan_lines(board: Board, bundle: BundleRef, opts: PushOptions) -> list[str]:
         f"verify sha256 {bundle.sha256[:16]}…, unpack into {rel} with path checks, verify the manifest",
     ]
     if board.get_profile().tensorrt:
-        steps.append("build or reuse the TensorRT engine (trtexec on the board)")
+        steps.append(
+            "read the board's TensorRT version; build or reuse the engine (the recipe's trtexec line); "
+            "compare it with the reference npz (not switched if it differs)"
+        )
     steps.append(f"switch {posixpath.join(root, 'current')} -> releases/{bundle.id}")
     if board.service:
         steps.append(f"systemctl restart {board.service}")
@@ -196,10 +201,7 @@ def push_board(
             else:
                 rec.update(uploaded_bytes=0)
             if board.get_profile().tensorrt is not None:
-                trt = board.get_profile().tensorrt
-                assert trt is not None
-                trtexec = board.trtexec or trt.trtexec
-                rec["engines"] = s.call_ok("engine", bundle.id, trtexec, timeout=3600)
+                _engines(s, bundle, rec)
             switched = s.call_ok("switch", bundle.id)
             rec["previous"] = switched.get("previous")
             s.restart_service()
@@ -217,6 +219,60 @@ def push_board(
         _fail(rec, e, t0)
     rec["seconds"] = round(time.monotonic() - t0, 3)
     return rec
+
+
+def _engines(s: BoardSession, bundle: BundleRef, rec: dict[str, Any]) -> None:
+    """Build or reuse the TensorRT engines, then compare them with the bundle's references.
+
+    The TensorRT version is the board's own (read there); the profile's is documentation. An engine that
+    differs from its references fails the push before the switch (exit 65); where ``tensorrt`` does not
+    import on the board the check says "not verified", and why.
+    """
+    board = s.board
+    trt = board.get_profile().tensorrt
+    assert trt is not None
+    engines = s.call_ok("engine", bundle.id, board.trtexec or trt.trtexec, timeout=3600)
+    rec["engines"] = engines
+    if engines.get("skipped"):
+        log.warning("%s: no TensorRT engine: %s", board.name, engines["skipped"])
+        rec["engine_check"] = {"status": "not verified", "reason": f"no engine: {engines['skipped']}"}
+        return
+    version = engines.get("tensorrt")
+    rec["tensorrt"] = version
+    if version is None:
+        log.warning(
+            "%s: could not read the board's TensorRT version (%s); engines are rebuilt, not cached",
+            board.name,
+            engines.get("tensorrt_source"),
+        )
+    else:
+        note = "" if trt.documents(version) else f" (profile {board.profile} documents {trt.expected})"
+        log.info("%s: TensorRT %s (from %s)%s", board.name, version, engines.get("tensorrt_source"), note)
+    for e in engines.get("engines", []):
+        how = f"built in {e['build_s']} s" if e.get("built") else "reused from the cache"
+        log.info("%s: engine %s %s: %s [trtexec line: %s]", board.name, e["model"], e["precision"], how,
+                 e.get("command_from"))  # fmt: skip
+    run = posixpath.join(s.root, "releases", bundle.id, "run.py")
+    try:
+        status, report = s.conn.run_json([board.python, run, "--verify"], timeout=600)
+    except RemoteError as e:
+        status, report = 3, {"ok": False, "models": [], "error": e.message}
+    rec["engine_check"] = report
+    checks = report.get("models", [])
+    failed = [m for m in checks if m.get("status") == "failed"]
+    if status != 0 or failed or not report.get("ok", False):
+        why = "; ".join(f"{m['model']}: {m.get('error')}" for m in failed) or report.get("error", status)
+        raise DataError(f"{board.name}: the TensorRT engine fails its reference check: {why}; not switched")
+    for m in checks:
+        if m["status"] == "verified":
+            log.info("%s: engine %s matches %s (max |error| %.3g <= atol %g)", board.name, m["model"],
+                     m["reference"], m["max_abs_error"], m["atol"])  # fmt: skip
+        else:
+            log.warning("%s: engine %s NOT VERIFIED: %s", board.name, m["model"], m.get("reason"))
+    if not checks:
+        rec["engine_check"]["status"] = "not verified"
+        rec["engine_check"]["reason"] = "the bundle has no reference (.ref.npz) for its models"
+        log.warning("%s: engines NOT VERIFIED: the bundle has no reference outputs", board.name)
 
 
 def _upload_and_install(s: BoardSession, bundle: BundleRef, rec: dict[str, Any], on_progress: Any) -> None:

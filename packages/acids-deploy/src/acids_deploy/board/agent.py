@@ -12,7 +12,8 @@ Layout under ROOT (the board's install_dir)::
     incoming/<tar sha>.tar.part     upload in progress (resumable)
     releases/<id>/          unpacked, verified releases
     current -> releases/<id>
-    engine-cache/<key>.plan TensorRT engines, keyed by (onnx sha256, TensorRT version, device, precision)
+    engine-cache/<key>.plan TensorRT engines, keyed by (onnx sha256, the TensorRT version read on the
+                            board, device, precision, build flags)
     logs/deploy.log         JSON lines, one per event
 """
 
@@ -21,6 +22,7 @@ import json
 import os
 import platform
 import posixpath
+import re
 import shutil
 import subprocess
 import sys
@@ -30,6 +32,7 @@ import time
 EXIT_ERROR = 5
 EXIT_CHECKSUM = 3
 EXIT_UNSAFE = 4
+EXIT_NO_RELEASE = 6  # rollback: nothing to roll back to, or no such release
 CHUNK = 1 << 20
 
 
@@ -257,7 +260,7 @@ def cmd_install(root, tar_sha, release_id):
 def switch_to(root, release_id):
     release_id = check_id(release_id)
     if not os.path.isdir(os.path.join(releases_dir(root), release_id)):
-        raise AgentError("no release %s on this board" % release_id)
+        raise AgentError("no release %s on this board" % release_id, EXIT_NO_RELEASE)
     previous = current_release(root)
     tmp_link = os.path.join(root, ".current.tmp")
     if os.path.lexists(tmp_link):
@@ -305,7 +308,10 @@ def cmd_rollback(root, target=None, failed=None):
                 target = rid
                 break
     if not target:
-        raise AgentError("nothing to roll back to (no earlier release on this board)")
+        raise AgentError(
+            "nothing to roll back to: no earlier release on this board (current: %s)" % (current or "none"),
+            EXIT_NO_RELEASE,
+        )
     switch_to(root, target)
     log_event(root, "rollback", release=target, previous=current)
     return {"current": target, "previous": current}
@@ -327,20 +333,57 @@ def cmd_prune(root, keep):
     return {"removed": removed}
 
 
-def tensorrt_version():
-    try:
-        out = subprocess.check_output(
-            ["dpkg-query", "-W", "-f=${Version}", "libnvinfer-bin"], stderr=subprocess.DEVNULL
-        )
-        return out.decode().split("-")[0] or None
-    except (OSError, subprocess.CalledProcessError):
-        pass
-    try:
-        import tensorrt
+def _trt_version_from_number(n):
+    """NV_TENSORRT_VERSION as trtexec prints it: 8201 -> 8.2.1 (TensorRT 8), 100300 -> 10.3.0 (10+)."""
+    n = int(n)
+    if n >= 10000:
+        return "%d.%d.%d" % (n // 10000, (n // 100) % 100, n % 100)
+    return "%d.%d.%d" % (n // 1000, (n // 100) % 10, n % 100)
 
-        return tensorrt.__version__
-    except ImportError:
+
+def _output(argv, timeout=60):
+    try:
+        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    except OSError:
         return None
+    try:
+        out = proc.communicate(timeout=timeout)[0]
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate()
+        return None
+    return out.decode("utf-8", "replace")
+
+
+def tensorrt_version(trtexec=None):
+    """The board's TensorRT version and where it was read: trtexec, dpkg, or the Python package.
+
+    trtexec prints ``[TensorRT v8201]`` on its first line whatever the arguments (older ones refuse
+    ``--version`` but still print it). Returns (version, source), or (None, reasons).
+    """
+    tried = []
+    if trtexec:
+        out = _output([trtexec, "--version"])
+        if out is not None:
+            m = re.search(r"TensorRT[. ]v(\d{4,6})\b", out) or re.search(
+                r"TensorRT version:?\s*(\d+\.\d+(?:\.\d+)*)", out
+            )
+            if m:
+                v = m.group(1)
+                return (v if "." in v else _trt_version_from_number(v)), "trtexec"
+        tried.append("trtexec printed no version")
+    for pkg in ("libnvinfer-bin", "tensorrt", "libnvinfer10", "libnvinfer8"):
+        out = _output(["dpkg-query", "-W", "-f=${Version}", pkg], timeout=30)
+        m = re.match(r"(\d+\.\d+(?:\.\d+)*)", out or "")
+        if m and "no packages found" not in (out or ""):
+            return m.group(1), "dpkg " + pkg
+    tried.append("no dpkg package")
+    out = _output([sys.executable, "-c", "import tensorrt; print(tensorrt.__version__)"])
+    m = re.search(r"^(\d+\.\d+(?:\.\d+)*)\s*$", out or "", re.M)
+    if m:
+        return m.group(1), "python tensorrt"
+    tried.append("python cannot import tensorrt")
+    return None, "; ".join(tried)
 
 
 def device_name():
@@ -357,8 +400,24 @@ def slug(text):
     return "".join(c if c.isalnum() or c in "-." else "_" for c in text)[:48]
 
 
+def fill_command(template, values):
+    """The recipe's trtexec line with the board's values put in for {trtexec} {onnx} {engine}
+    {timing_cache}; every other argument is used as it is."""
+    argv = []
+    for arg in template:
+        for name, value in values.items():
+            arg = arg.replace("{" + name + "}", value)
+        argv.append(arg)
+    return argv
+
+
 def cmd_engine(root, release_id, trtexec):
-    """Build (or reuse) the TensorRT engine of every model the release's recipe lists."""
+    """Build (or reuse) the TensorRT engine of every model the release's recipe lists.
+
+    The trtexec line is the recipe's (acids-export's, or acids-deploy's for a bare ONNX). The cache key
+    is (onnx sha256, the TensorRT version read on this board, device, precision, build flags); with no
+    readable version nothing is reused.
+    """
     release = os.path.join(releases_dir(root), check_id(release_id))
     recipe_path = os.path.join(release, "trt", "recipe.json")
     if not os.path.isfile(recipe_path):
@@ -368,35 +427,61 @@ def cmd_engine(root, release_id, trtexec):
     exe = trtexec if os.path.isfile(trtexec) else shutil.which("trtexec")
     if not exe:
         return {"engines": [], "skipped": "no trtexec on this board (%s)" % trtexec}
-    version = tensorrt_version() or "unknown"
+    version, source = tensorrt_version(exe)
     device = slug(device_name())
     cache = os.path.join(root, "engine-cache")
     os.makedirs(cache, exist_ok=True)
+    tag = slug(version) if version else "unknown"
     engines = []
     for model in recipe.get("models", []):
+        template = model.get("command")
+        if not template:
+            raise AgentError("%s: the recipe has no trtexec command (bundle it again)" % model["path"])
         precision = model.get("precision", "fp16")
-        key = "%s-trt%s-%s-%s" % (model["sha256"][:16], slug(version), device, precision)
+        flags = hashlib.sha256(json.dumps(template).encode()).hexdigest()[:8]
+        key = "%s-trt%s-%s-%s-%s" % (model["sha256"][:16], tag, device, precision, flags)
         plan = os.path.join(cache, key + ".plan")
         built = False
-        if not os.path.isfile(plan):
+        if version is None or not os.path.isfile(plan):
             tmp = plan + ".tmp"
-            argv = [exe, "--onnx=" + os.path.join(release, model["path"]), "--saveEngine=" + tmp]
-            argv += ["--" + precision] if precision in ("fp16", "int8") else []
-            argv += model.get("extra_args", [])
-            argv += ["--timingCacheFile=" + os.path.join(cache, "timing-%s.cache" % slug(version))]
+            argv = fill_command(
+                template,
+                {
+                    "trtexec": exe,
+                    "onnx": os.path.join(release, model["path"]),
+                    "engine": tmp,
+                    "timing_cache": os.path.join(cache, "timing-trt%s-%s.cache" % (tag, device)),
+                },
+            )
+            t0 = time.time()
             proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
             log_out = proc.communicate()[0].decode("utf-8", "replace")
             if proc.returncode != 0 or not os.path.isfile(tmp):
-                raise AgentError("trtexec failed for %s: %s" % (model["path"], log_out[-600:]))
+                log_event(root, "engine-failed", release=release_id, model=model["path"], tensorrt=version)
+                raise AgentError(
+                    "trtexec (TensorRT %s) failed for %s: %s" % (tag, model["path"], log_out[-600:])
+                )
             os.rename(tmp, plan)
-            built = True
+            built = round(time.time() - t0, 3)
         link = os.path.join(release, model["path"] + ".plan")
         if os.path.lexists(link):
             os.remove(link)
         os.symlink(plan, link)
-        engines.append({"model": model["path"], "key": key, "built": built})
-    log_event(root, "engines", release=release_id, engines=engines)
-    return {"engines": engines, "tensorrt": version, "device": device}
+        engines.append(
+            {
+                "model": model["path"],
+                "key": key,
+                "built": bool(built),
+                "build_s": built or None,
+                "precision": precision,
+                "command_from": model.get("command_from", "?"),
+            }
+        )
+    log_event(
+        root, "engines", release=release_id, engines=engines, tensorrt=version, tensorrt_source=source,
+        device=device,
+    )  # fmt: skip
+    return {"engines": engines, "tensorrt": version, "tensorrt_source": source, "device": device}
 
 
 def cmd_logs(root, lines):
