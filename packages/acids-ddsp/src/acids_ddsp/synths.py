@@ -255,8 +255,8 @@ class Reverb(nn.Module):
         t = torch.arange(length, dtype=torch.float32) / sample_rate
         self.register_buffer("t", t, persistent=False)
         self.register_buffer("not_first", (torch.arange(length) > 0).to(torch.float32), persistent=False)
-        # constants of a stream: (bins, n_parts, 2) real view of the IR partitions' spectra, oldest first
-        self.register_buffer("ir_spectra", torch.zeros(0, self.n_parts, 2), persistent=False)
+        # constants of a stream: (n_parts, bins, 2) real view of the IR partitions' spectra, oldest first
+        self.register_buffer("ir_spectra", torch.zeros(0, self.bins, 2), persistent=False)
         # state: the last input partition, and the (re, im) spectra of the previous n_parts - 1 windows
         self.register_buffer("history", torch.zeros(0, 0, self.bins, 2), persistent=False)
         self.register_buffer("previous", torch.zeros(0, partition), persistent=False)
@@ -271,20 +271,20 @@ class Reverb(nn.Module):
             with torch.no_grad():
                 self.ir_spectra = self._ir_spectra()
         else:
-            self.ir_spectra = torch.zeros(0, self.n_parts, 2, device=device)
+            self.ir_spectra = torch.zeros(0, self.bins, 2, device=device)
 
     def _ir_spectra(self) -> torch.Tensor:
         p, n_parts = self.partition, self.n_parts
         ir = nn.functional.pad(self.impulse_response().detach(), (0, n_parts * p - self.length))
         # partition k of the IR zero-padded to 2p (overlap-save), oldest partition first
-        spec = torch.fft.rfft(ir.reshape(n_parts, p), 2 * p).flip(0).t()  # (bins, n_parts)
+        spec = torch.fft.rfft(ir.reshape(n_parts, p), 2 * p).flip(0)  # (n_parts, bins)
         return torch.view_as_real(spec).contiguous()
 
     @torch.jit.unused
     def _conv_weight(self, spectra: torch.Tensor) -> torch.Tensor:
         """(2 * bins, 2, n_parts) grouped-conv1d weight from :meth:`_ir_spectra`: per bin, the complex
         product with each partition's spectrum as a 2 × 2 real matrix (conv1d correlates: oldest first)."""
-        re, im = spectra[..., 0], spectra[..., 1]
+        re, im = spectra[..., 0].t(), spectra[..., 1].t()  # (bins, n_parts)
         w = torch.stack([torch.stack([re, -im], dim=1), torch.stack([im, re], dim=1)], dim=1)
         return w.reshape(2 * self.bins, 2, self.n_parts)
 
@@ -338,7 +338,7 @@ class Reverb(nn.Module):
             x: (B, T) new input, T a multiple of the partition p.
             previous: (B, p) the input partition before x.
             history: (B, n_parts - 1, bins, 2) (re, im) spectra of the previous windows, oldest first.
-            ir_spectra: (bins, n_parts, 2) :meth:`_ir_spectra`.
+            ir_spectra: (n_parts, bins, 2) :meth:`_ir_spectra`.
 
         Returns:
             (wet (B, T), new previous, new history).
@@ -348,14 +348,14 @@ class Reverb(nn.Module):
         windows = self._windows(x, previous)
         spectra = torch.fft.rfft(windows)  # (B, S, bins)
         every = torch.cat([torch.view_as_complex(history), spectra], dim=1)  # (B, n_parts - 1 + S, bins)
-        ir = torch.view_as_complex(ir_spectra)  # (bins, n_parts)
-        outs: list[torch.Tensor] = []
-        step = 16  # partitions per product, to bound memory for long blocks
-        for s0 in range(0, spectra.shape[1], step):
-            seen = every[:, s0 : s0 + min(step, spectra.shape[1] - s0) + n_parts - 1]
-            acc = (seen.unfold(1, n_parts, 1) * ir).sum(-1)  # (B, S', bins)
-            outs.append(torch.fft.irfft(acc, 2 * p)[..., p:])  # overlap-save: keep the last p samples
-        wet = torch.cat(outs, dim=1) if len(outs) > 1 else outs[0]
+        ir = torch.view_as_complex(ir_spectra)  # (n_parts, bins)
+        # output partition s: sum over j of every[s + j] * ir[j], on contiguous (n_parts, bins) slices (an
+        # unfold over the partition axis reads with a stride of `bins` and is slower once out of cache)
+        accs: list[torch.Tensor] = []
+        for s in range(spectra.shape[1]):
+            accs.append((every[:, s : s + n_parts] * ir).sum(1))
+        acc = torch.stack(accs, dim=1)  # (B, S, bins)
+        wet = torch.fft.irfft(acc, 2 * p)[..., p:]  # overlap-save: keep the last p samples
         keep = every.shape[1] - (n_parts - 1)
         return wet.reshape(b, length), x[:, length - p :], torch.view_as_real(every[:, keep:]).contiguous()
 
