@@ -46,9 +46,13 @@ def test_train_from_a_piped_record_then_resume(dataset, tmp_path):
     ]
     lines = (run / "metrics.jsonl").read_text().splitlines()
     assert len(lines) == 4 and "validation" in json.loads(lines[1])
-    r = CliRunner().invoke(main_group, [*args[:-2], "--resume", "--max-steps", "6"], input=dataset + "\n")
+    resume = [*args[:-2], "--resume", "--max-steps", "6", "--phase1-steps", "5"]
+    r = CliRunner().invoke(main_group, resume, input=dataset + "\n")
     assert r.exit_code == 0, r.output
-    assert json.loads(r.stdout.strip().splitlines()[-1])["step"] == 6
+    rec = json.loads(r.stdout.strip().splitlines()[-1])
+    assert rec["step"] == 6 and rec["phase"] == 2
+    # flags changed on --resume are kept in the checkpoint, so the next --resume does not forget them
+    assert load_model(rec["path"]).config.train.phase1_steps == 5
     assert np.isfinite(
         [json.loads(x)["loss"] for x in (run / "metrics.jsonl").read_text().splitlines()]
     ).all()

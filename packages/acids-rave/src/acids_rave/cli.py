@@ -207,7 +207,8 @@ def _train(
         trainer = Trainer.resume(last, device, rank=rank, world_size=world)
         changes = {k: v for k, v in flags.items() if v is not None}
         cfg = dataclasses.replace(trainer.cfg, train=dataclasses.replace(trainer.cfg.train, **changes))
-        trainer.cfg = cfg
+        # the model carries the config into every checkpoint: a later --resume must see these changes too
+        trainer.cfg = trainer.model.config = cfg
         log.info(f"resumed {last} at step {trainer.state.step}")
     else:
         cfg = _resolve_config(config, overrides, flags)

@@ -1,0 +1,477 @@
+"""RAVE quality on held-out real audio (issue 3, "Quality"): the curve of a CPU-budgeted `small` run.
+
+What it does (everything through the real command-line tools):
+
+1. Data: ``/work/shared/data`` at 48 kHz: the velocity-80 notes (``notes/48000/*_080.flac``, 187 files,
+   5 instruments), the 5 one-minute phrase recordings, the 141 GM drum one-shots and the drum groove.
+   Split 80/10/10 BY FILE, per part, with a seeded shuffle (``--seed``): test and valid each take
+   ``round(n / 10)`` files of a part (at least 1 when the part has 5 files or more), train the rest
+   (the single groove file stays in train). The list is written to ``split.json``. Each split is
+   preprocessed with ``acids-preprocess FILES -o bench-out/rave-quality/{train,valid,test}
+   --sample-rate 44100 --channels 1 --features none`` (131072-sample chunks; a 4 s note gives one chunk,
+   a one-shot one zero-padded chunk). Three datasets rather than acids-data's ChunkDataset split, which is
+   two-way (train/valid by a hash of each file) and so cannot give a third, held-out test split;
+   training runs with ``--set train.valid_fraction=0`` so it sees every train file and spends no budget
+   on its own validation.
+2. Untrained reference: ``acids-rave train ... --max-steps 0`` writes the exact initial weights of the run
+   (the trainer seeds torch before building the model) as a checkpoint.
+3. Training, ``acids-rave train --config small --batch 8 --set train.n_signal=32768 --threads 2`` for a
+   WALL-CLOCK budget (``--budget-minutes``, default 20, on this machine's 2 cores). Phase 1 runs with
+   ``--phase1-steps`` and ``--max-steps`` out of reach and ``--emit-every N`` (a checkpoint saved and a
+   ``checkpoint`` record emitted every N steps); at the first record after 75 % of the budget the process
+   is stopped (SIGTERM, just after that save) and its step becomes the phase boundary: the run is
+   resumed with ``--resume --phase1-steps <that step>`` (phase 2: adversarial, encoder frozen) until
+   the budget is spent, again stopped right after a save. So phase 1 = the first ~75 %, phase 2 the last
+   ~25 % of the wall-clock budget; the overshoot is at most one save interval. A checkpoint is copied out
+   for the curve about every ``budget / --points`` seconds, plus the boundary and the last one. The CPU
+   seconds of the training processes (user + system, all threads) are measured and printed: the machine
+   is shared, so wall-clock and CPU time differ. Finally ``--resume --max-steps <last step>`` runs the
+   latent analysis (outside the budget) so ``run/last.ckpt`` is a complete model.
+4. Evaluation on the TEST files (``--eval-valid``: the valid files too): for the untrained model and every
+   copied checkpoint, the multi-scale spectral distance of ``acids_rave.losses.spectral_distance`` with the
+   model's ``loss.scales`` and ``log_epsilon`` -- the training definition, exactly as ``Trainer.validate``:
+   PQMF reconstruction of the input vs the decoded posterior mean -- over every full 131072-sample test
+   chunk, in fixed batches of 8 (the relative term divides by the batch energy, as in training),
+   averaged over the batches. Eval mode: from phase 2 on the decoder's noise branch is on (seeded noise
+   table), as in an exported model.
+
+Usage (writes bench-out/rave-quality/{results.json,results.md,curve.png,split.json,ckpts/,run/}):
+
+    .venv/bin/python tools/bench/rave_quality.py                       # 20 minutes, the issue's budget
+    .venv/bin/python tools/bench/rave_quality.py --budget-minutes 3 --out bench-out/rave-quality-smoke
+
+Pass-through training settings: ``--set key=value`` (repeatable), ``--batch``, ``--n-signal``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[2]
+DATA = Path("/work/shared/data")
+BIG = 1_000_000_000
+TARGET = 0.60
+
+
+# --- data ----------------------------------------------------------------------------------------------
+
+
+def parts(data: Path) -> dict[str, list[Path]]:
+    return {
+        "notes": sorted((data / "notes" / "48000").glob("*_080.flac")),
+        "phrases": sorted((data / "phrases" / "48000").glob("*.flac")),
+        "drums": sorted((data / "drums" / "gm" / "48000").glob("*.flac")),
+        "grooves": sorted((data / "drums" / "grooves" / "48000").glob("*.flac")),
+    }
+
+
+def split_files(data: Path, seed: int) -> dict[str, dict[str, list[str]]]:
+    """{part: {train|valid|test: [paths]}}: a seeded 80/10/10 split by file within each part."""
+    out: dict[str, dict[str, list[str]]] = {}
+    for part, files in parts(data).items():
+        files = [str(f) for f in files]
+        random.Random(f"{seed}/{part}").shuffle(files)
+        n = len(files)
+        k = max(1, round(n / 10)) if n >= 5 else 0
+        out[part] = {
+            "test": sorted(files[:k]),
+            "valid": sorted(files[k : 2 * k]),
+            "train": sorted(files[2 * k :]),
+        }
+    return out
+
+
+def preprocess(files: list[str], dest: Path, log_path: Path) -> dict[str, Any]:
+    exe = Path(sys.executable).with_name("acids-preprocess")
+    cmd = [
+        str(exe),
+        *files,
+        "-o",
+        str(dest),
+        "--sample-rate",
+        "44100",
+        "--channels",
+        "1",
+        "--features",
+        "none",
+        "-q",
+    ]
+    with open(log_path, "a") as err:
+        p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=err, text=True)
+    if p.returncode not in (0,):
+        raise SystemExit(f"acids-preprocess failed ({p.returncode}), see {log_path}")
+    rec = [json.loads(line) for line in p.stdout.splitlines() if line.strip()]
+    return rec[-1] if rec else {}
+
+
+# --- training ------------------------------------------------------------------------------------------
+
+
+def cpu_seconds(pid: int) -> float:
+    """user + system CPU seconds of a live process (all its threads)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return float("nan")
+
+
+class Run:
+    """One ``acids-rave train`` process, read record by record, stopped right after a save."""
+
+    def __init__(self, cmd: list[str], log_path: Path):
+        self.cmd = cmd
+        self.err = open(log_path, "a")
+        self.err.write("\n$ " + " ".join(cmd) + "\n")
+        self.err.flush()
+        self.t0 = time.perf_counter()
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=self.err, text=True)
+        self.cpu = float("nan")
+        self.wall = float("nan")
+
+    def records(self):  # type: ignore[no-untyped-def]
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            line = line.strip()
+            if line.startswith("{"):
+                rec = json.loads(line)
+                if rec.get("kind") == "checkpoint":
+                    yield rec
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.t0
+
+    def cpu_now(self) -> float:
+        return cpu_seconds(self.proc.pid)
+
+    def finish(self, stop: bool) -> int:
+        if stop and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        _, status, ru = os.wait4(self.proc.pid, 0)
+        self.wall = self.elapsed()
+        self.cpu = ru.ru_utime + ru.ru_stime
+        self.proc.returncode = os.waitstatus_to_exitcode(status)
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
+        self.err.close()
+        return self.proc.returncode
+
+
+def train_cmd(args: argparse.Namespace, data: Path, out: Path, *extra: str) -> list[str]:
+    exe = Path(sys.executable).with_name("acids-rave")
+    cmd = [str(exe), "train", "--data", str(data), "-o", str(out), "--threads", str(args.threads)]
+    cmd += ["--val-every", str(BIG), "--save-every", str(BIG), *extra]
+    return cmd
+
+
+def config_args(args: argparse.Namespace) -> list[str]:
+    cmd = ["--config", args.preset, "--batch", str(args.batch)]
+    for s in [f"train.n_signal={args.n_signal}", "train.valid_fraction=0", *args.set]:
+        cmd += ["--set", s]
+    return cmd
+
+
+def budgeted(
+    run: Run, limit_s: float, offset_s: float, offset_cpu: float, curve: list[dict[str, Any]],
+    ckpts: Path, every_s: float, phase: int,
+) -> dict[str, Any] | None:  # fmt: skip
+    """Copy checkpoints for the curve; stop at the first save after ``limit_s`` (total wall-clock)."""
+    next_mark = (int(offset_s / every_s) + 1) * every_s
+    last = None
+    for rec in run.records():
+        t = offset_s + run.elapsed()
+        cpu = offset_cpu + run.cpu_now()
+        last = {"step": int(rec["step"]), "wall_s": t, "cpu_s": cpu, "phase": phase, "src": rec["path"]}
+        done = t >= limit_s
+        print(
+            f"  step {last['step']:6d}  wall {t:7.1f} s  cpu {cpu:7.1f} s  phase {rec['phase']}", flush=True
+        )
+        if t >= next_mark or done:
+            dest = ckpts / f"step-{last['step']:07d}.ckpt"
+            shutil.copyfile(rec["path"], dest)
+            curve.append({**last, "ckpt": str(dest)})
+            while next_mark <= t:
+                next_mark += every_s
+        if done:
+            break
+    return last
+
+
+# --- evaluation ----------------------------------------------------------------------------------------
+
+
+def eval_batches(dataset: Path, batch: int) -> list[Any]:
+    import torch
+
+    from acids_data.dataset import ChunkDataset
+
+    ds = ChunkDataset(str(dataset), keys=["audio"], crop=None, gain_db=None, split=None)
+    items = [ds[i]["audio"] for i in range(len(ds))]
+    return [torch.stack(items[i : i + batch]) for i in range(0, len(items), batch)]
+
+
+def held_out_mss(ckpt: str, batches: list[Any]) -> float:
+    """Mean over fixed batches of the training spectral distance (as Trainer.validate)."""
+    import torch
+
+    from acids_rave.checkpoint import load_model
+    from acids_rave.losses import spectral_distance
+
+    m = load_model(ckpt)
+    cfg = m.config
+    total = 0.0
+    with torch.inference_mode():
+        for x in batches:
+            x_ref = m.pqmf.inverse(m.pqmf(x))
+            y = m.pqmf.inverse(m.decode_bands(m.posterior(x)[0]))
+            total += float(spectral_distance(x_ref, y, cfg.loss.scales, cfg.loss.log_epsilon))
+    return total / len(batches)
+
+
+def silence_mss(ckpt: str, batches: list[Any]) -> float:
+    """The same distance for a model that outputs silence (a reference for what the figures mean)."""
+    import torch
+
+    from acids_rave.checkpoint import load_model
+    from acids_rave.losses import spectral_distance
+
+    m = load_model(ckpt)
+    cfg = m.config
+    with torch.inference_mode():
+        vals = []
+        for x in batches:
+            x_ref = m.pqmf.inverse(m.pqmf(x))
+            vals.append(
+                float(
+                    spectral_distance(x_ref, torch.zeros_like(x_ref), cfg.loss.scales, cfg.loss.log_epsilon)
+                )
+            )
+    return sum(vals) / len(vals)
+
+
+def plot(
+    path: Path,
+    curve: list[dict[str, Any]],
+    boundary: int | None,
+    untrained: float,
+    silence: float,
+    title: str,
+) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    steps = [p["step"] for p in curve]
+    ax.plot(steps, [p["test_mss"] for p in curve], "o-", label="held-out test MSS")
+    if any("valid_mss" in p for p in curve):
+        pts = [p for p in curve if "valid_mss" in p]
+        ax.plot([p["step"] for p in pts], [p["valid_mss"] for p in pts], "s--", alpha=0.6, label="valid MSS")
+    ax.axhline(untrained * TARGET, color="tab:red", ls=":", label=f"{TARGET:.0%} of untrained")
+    ax.axhline(silence, color="tab:green", ls="-.", alpha=0.6, label="a silent output")
+    if boundary is not None:
+        ax.axvline(boundary, color="gray", ls="--", label=f"phase 2 from step {boundary}")
+    ax.set_xlabel("training step")
+    ax.set_ylabel("multi-scale spectral distance")
+    sec = ax.secondary_yaxis("right", functions=(lambda v: v / untrained, lambda r: r * untrained))
+    sec.set_ylabel("ratio to untrained")
+    ax.set_title(title, fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+# --- main ----------------------------------------------------------------------------------------------
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--budget-minutes", type=float, default=20.0, help="wall-clock training budget")
+    ap.add_argument("--phase2-share", type=float, default=0.25, help="last share of the budget in phase 2")
+    ap.add_argument("--preset", default="small")
+    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--n-signal", type=int, default=32768)
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="more config overrides")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--emit-every", type=int, default=5, help="phase-1 save/emit interval (steps)")
+    ap.add_argument("--emit-every-2", type=int, default=2, help="phase-2 save/emit interval (steps)")
+    ap.add_argument("--points", type=int, default=10, help="curve checkpoints over the budget")
+    ap.add_argument("--seed", type=int, default=0, help="file split seed")
+    ap.add_argument("--eval-valid", action="store_true", help="also evaluate the valid split")
+    ap.add_argument("--no-finalize", action="store_true", help="skip the final latent analysis")
+    ap.add_argument("--out", type=Path, default=REPO / "bench-out" / "rave-quality")
+    args = ap.parse_args()
+
+    import torch
+
+    torch.set_num_threads(args.threads)
+    out = args.out.resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    log_path = out / "stderr.log"
+
+    # 1. split + preprocess (resumable: acids-preprocess skips files it has done)
+    split = split_files(DATA, args.seed)
+    (out / "split.json").write_text(json.dumps({"seed": args.seed, "parts": split}, indent=1))
+    counts = {s: {p: len(v[s]) for p, v in split.items()} for s in ("train", "valid", "test")}
+    print("split (files per part):", json.dumps(counts), flush=True)
+    datasets: dict[str, Path] = {}
+    t0 = time.perf_counter()
+    for s in ("train", "valid", "test"):
+        files = [f for v in split.values() for f in v[s]]
+        rec = preprocess(files, out / s, log_path)
+        datasets[s] = out / s
+        print(f"  {s}: {len(files)} files -> {rec.get('chunks', '?')} chunks", flush=True)
+    print(f"preprocessing: {time.perf_counter() - t0:.1f} s", flush=True)
+
+    # 2. untrained reference (the run's initial weights)
+    ckpts = out / "ckpts"
+    shutil.rmtree(ckpts, ignore_errors=True)
+    ckpts.mkdir()
+    run_dir, init_dir = out / "run", out / "run-init"
+    shutil.rmtree(run_dir, ignore_errors=True)
+    shutil.rmtree(init_dir, ignore_errors=True)
+    cfg_args = config_args(args)
+    r = Run(train_cmd(args, datasets["train"], init_dir, *cfg_args, "--max-steps", "0"), log_path)
+    list(r.records())
+    if r.finish(stop=False) != 0:
+        raise SystemExit(f"untrained checkpoint failed, see {log_path}")
+    shutil.copyfile(init_dir / "last.ckpt", ckpts / "step-0000000.ckpt")
+    curve: list[dict[str, Any]] = [
+        {"step": 0, "wall_s": 0.0, "cpu_s": 0.0, "phase": 1, "ckpt": str(ckpts / "step-0000000.ckpt")}
+    ]
+
+    # 3. budgeted training
+    budget = args.budget_minutes * 60
+    every = budget / args.points
+    p1_limit = budget * (1 - args.phase2_share)
+    commands = []
+    cmd1 = train_cmd(args, datasets["train"], run_dir, *cfg_args, "--phase1-steps", str(BIG),
+                     "--max-steps", str(BIG), "--emit-every", str(args.emit_every))  # fmt: skip
+    commands.append(cmd1)
+    print(f"phase 1 until {p1_limit:.0f} s wall-clock: {' '.join(cmd1)}", flush=True)
+    r1 = Run(cmd1, log_path)
+    last1 = budgeted(r1, p1_limit, 0.0, 0.0, curve, ckpts, every, 1)
+    rc = r1.finish(stop=True)
+    if last1 is None:
+        raise SystemExit(f"phase 1 emitted no checkpoint (exit {rc}), see {log_path}")
+    boundary = last1["step"]
+    p1 = {"steps": boundary, "wall_s": r1.wall, "cpu_s": r1.cpu}
+    cmd2 = train_cmd(args, datasets["train"], run_dir, "--resume", "--phase1-steps", str(boundary),
+                     "--max-steps", str(BIG), "--emit-every", str(args.emit_every_2))  # fmt: skip
+    commands.append(cmd2)
+    print(f"phase 2 from step {boundary} until {budget:.0f} s: {' '.join(cmd2)}", flush=True)
+    r2 = Run(cmd2, log_path)
+    last2 = budgeted(r2, budget, r1.wall, r1.cpu, curve, ckpts, every, 2)
+    rc = r2.finish(stop=True)
+    if last2 is None:
+        raise SystemExit(f"phase 2 emitted no checkpoint (exit {rc}), see {log_path}")
+    p2 = {"steps": last2["step"] - boundary, "wall_s": r2.wall, "cpu_s": r2.cpu}
+    train_wall, train_cpu = r1.wall + r2.wall, r1.cpu + r2.cpu
+    # the exact CPU totals replace the live readings of the last points of each phase
+    for p in curve:
+        if p["step"] == boundary and p["phase"] == 1:
+            p.update(wall_s=r1.wall, cpu_s=r1.cpu)
+    curve[-1].update(wall_s=train_wall, cpu_s=train_cpu)
+    print(f"training: {last2['step']} steps, {train_wall:.0f} s wall, {train_cpu:.0f} CPU-s", flush=True)
+    if not args.no_finalize:
+        cmd3 = train_cmd(args, datasets["train"], run_dir, "--resume", "--phase1-steps", str(boundary),
+                         "--max-steps", str(last2["step"]))  # fmt: skip
+        r3 = Run(cmd3, log_path)
+        list(r3.records())
+        if r3.finish(stop=False) != 0:
+            print(f"warning: the final latent analysis failed, see {log_path}", flush=True)
+
+    # 4. evaluation
+    t0 = time.perf_counter()
+    test = eval_batches(datasets["test"], args.batch)
+    valid = eval_batches(datasets["valid"], args.batch) if args.eval_valid else None
+    n_test = sum(int(b.shape[0]) for b in test)
+    print(
+        f"evaluating {len(curve)} checkpoints on {n_test} test chunks ({n_test * 131072 / 44100:.0f} s)",
+        flush=True,
+    )
+    for p in curve:
+        p["test_mss"] = held_out_mss(p["ckpt"], test)
+        if valid is not None:
+            p["valid_mss"] = held_out_mss(p["ckpt"], valid)
+    untrained = curve[0]["test_mss"]
+    silence = silence_mss(curve[0]["ckpt"], test)
+    for p in curve:
+        p["ratio"] = p["test_mss"] / untrained
+    eval_s = time.perf_counter() - t0
+    at_boundary = next(p for p in curve if p["step"] == boundary)
+    final = curve[-1]
+    summary = {
+        "preset": args.preset,
+        "budget_minutes": args.budget_minutes,
+        "train_wall_s": train_wall,
+        "train_cpu_s": train_cpu,
+        "threads": args.threads,
+        "phase1": p1,
+        "phase2": p2,
+        "boundary_step": boundary,
+        "untrained_test_mss": untrained,
+        "silence_test_mss": silence,
+        "boundary_test_mss": at_boundary["test_mss"],
+        "final_test_mss": final["test_mss"],
+        "final_ratio": final["ratio"],
+        "target_ratio": TARGET,
+        "meets_target": final["ratio"] < TARGET,
+        "phase2_change": final["test_mss"] - at_boundary["test_mss"],
+        "phase2_worse": final["test_mss"] > at_boundary["test_mss"],
+        "test_chunks": n_test,
+        "eval_s": eval_s,
+    }
+
+    rows = [
+        "| step | phase | wall-s | CPU-s | held-out MSS | ratio to untrained |",
+        "|---|---|---|---|---|---|",
+    ]
+    for p in curve:
+        mark = " (boundary)" if p["step"] == boundary else ""
+        rows.append(
+            f"| {p['step']}{mark} | {p['phase']} | {p['wall_s']:.0f} | {p['cpu_s']:.0f} | "
+            f"{p['test_mss']:.3f} | {p['ratio']:.3f} |"
+        )
+    verdict = [
+        f"reference: a silent output scores {silence:.3f} ({silence / untrained:.3f} of untrained)",
+        f"budget {args.budget_minutes:g} min wall-clock, {args.threads} threads: {train_wall:.0f} s wall, "
+        f"{train_cpu:.0f} CPU-s used ({train_cpu / max(train_wall, 1e-9):.2f} cores on average)",
+        f"phase 1: {p1['steps']} steps, {p1['wall_s']:.0f} s; "
+        f"phase 2: {p2['steps']} steps, {p2['wall_s']:.0f} s",
+        f"final ratio {final['ratio']:.3f} vs target < {TARGET:.2f}: "
+        f"{'MET' if summary['meets_target'] else 'NOT MET'}",
+        f"phase 2: {at_boundary['test_mss']:.3f} -> {final['test_mss']:.3f} "
+        f"({'WORSE' if summary['phase2_worse'] else 'not worse'})",
+    ]
+    text = "\n".join([*rows, "", *verdict])
+    print(text, flush=True)
+    (out / "results.md").write_text(text + "\n")
+    (out / "results.json").write_text(
+        json.dumps(
+            {"summary": summary, "curve": curve, "commands": commands, "split_counts": counts}, indent=1
+        )
+    )
+    title = (
+        f"acids-rave {args.preset}, batch {args.batch} x {args.n_signal}, {args.budget_minutes:g} min budget "
+        f"({train_cpu:.0f} CPU-s); final ratio {final['ratio']:.2f}"
+    )
+    plot(out / "curve.png", curve, boundary, untrained, silence, title)
+    print(f"wrote {out / 'results.json'}, {out / 'curve.png'}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
