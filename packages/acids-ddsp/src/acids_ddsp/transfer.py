@@ -65,7 +65,8 @@ def adjust(
     voiced = np.asarray(confidence) >= VOICED
     done = {"octaves": 0.0, "pitch_shift": float(pitch_shift), "loudness_shift": float(loudness_shift)}
     if auto and stats and voiced.any():
-        octaves = float(np.round((stats["pitch_midi_mean"] - _midi(f0[voiced]).mean()) / 12.0))
+        shift = (stats["pitch_midi_mean"] - _midi(f0[voiced]).mean()) / 12.0
+        octaves = float(np.round(shift)) + 0.0  # + 0.0: report 0, not -0
         f0 *= 2.0**octaves
         done["octaves"] = octaves
         qs = np.linspace(0.0, 1.0, N_QUANTILES)
