@@ -345,6 +345,53 @@ def _check_torchscript(
     }
 
 
+def _references(
+    path: Any,
+    figs: Any,
+    mm: Any,
+    y: Any,
+    buffer: int,
+    meta: dict[str, Any],
+    spec_meta: dict[str, Any],
+    checkpoint: Any,
+    streaming: bool,
+    sr: int,
+    audio_path: Any,
+    blocks: int,
+) -> tuple[Any, Any, Any, Any, str]:
+    """Check the first buffer's shape, then load the eager references and the real-audio input.
+
+    Returns (checkpoint, offline eager model or None, eager model or None, method input, audio name).
+    """
+    figs.shape(mm.name, y, (1, mm.out_channels, buffer // mm.out_ratio))
+    if figs.failures:
+        raise DataError(f"{path}: check failed: {'; '.join(figs.failures)}")
+    checkpoint = checkpoint or meta.get("checkpoint")
+    offline = _eager(checkpoint, streaming=False)
+    eager = _eager(checkpoint, streaming=streaming) if offline is not None else None
+    spec = ExportSpec(
+        family=spec_meta.get("family", "?"),
+        sample_rate=sr,
+        methods=tuple(MethodSpec(n, *p) for n, p in spec_meta["methods"].items()),
+    )
+    samples, audio_name = load_audio(audio_path or find_audio(), blocks * buffer)
+    x = method_inputs(spec, samples, offline)[mm.name]
+    return checkpoint, offline, eager, x, audio_name
+
+
+def _compare(
+    path: Any, figs: Any, mm: Any, got: Any, ref: Any, offline: Any, x: Any, streaming: bool
+) -> None:
+    """Artifact vs eager, streamed vs offline; DataError listing every failure."""
+    figs.compare(mm.name, "max_abs_error", got, ref, mm.out_ratio == 1)
+    if streaming and offline is not None:
+        with torch.inference_mode():
+            full = _call(offline, mm.name)(x)
+        figs.compare(mm.name, "stream_vs_offline", got, full, False)
+    if figs.failures:
+        raise DataError(f"{path}: check failed: {'; '.join(figs.failures)}")
+
+
 def _check_onnx(
     path, meta, profile_name, audio_path, checkpoint, buffer, blocks, atol, spectral_db
 ) -> dict[str, Any]:
@@ -406,19 +453,9 @@ def _check_onnx(
         return step
 
     y = stepper()(torch.zeros(1, mm.in_channels, buffer // mm.in_ratio))
-    figs.shape(mm.name, y, (1, mm.out_channels, buffer // mm.out_ratio))
-    if figs.failures:
-        raise DataError(f"{path}: check failed: {'; '.join(figs.failures)}")
-    checkpoint = checkpoint or meta.get("checkpoint")
-    offline = _eager(checkpoint, streaming=False)
-    eager = _eager(checkpoint, streaming=streaming) if offline is not None else None
-    spec = ExportSpec(
-        family=spec_meta.get("family", "?"),
-        sample_rate=sr,
-        methods=tuple(MethodSpec(n, *p) for n, p in spec_meta["methods"].items()),
+    checkpoint, offline, eager, x, audio_name = _references(
+        path, figs, mm, y, buffer, meta, spec_meta, checkpoint, streaming, sr, audio_path, blocks
     )
-    samples, audio_name = load_audio(audio_path or find_audio(), blocks * buffer)
-    x = method_inputs(spec, samples, offline)[mm.name]
     block = buffer // mm.in_ratio
     static = not meta.get("dynamic_time", True)
     blockwise = streaming or static  # a static offline graph (TensorRT) also runs one buffer at a time
@@ -439,13 +476,7 @@ def _check_onnx(
         else:
             with torch.inference_mode():
                 ref = _call(eager, mm.name)(x)
-    figs.compare(mm.name, "max_abs_error", got, ref, mm.out_ratio == 1)
-    if streaming and offline is not None:
-        with torch.inference_mode():
-            full = _call(offline, mm.name)(x)
-        figs.compare(mm.name, "stream_vs_offline", got, full, False)
-    if figs.failures:
-        raise DataError(f"{path}: check failed: {'; '.join(figs.failures)}")
+    _compare(path, figs, mm, got, ref, offline, x, streaming)
     return {
         "profile": profile.name,
         "streaming": streaming,
@@ -501,19 +532,9 @@ def _check_pt2(path, meta, audio_path, checkpoint, buffer, blocks, atol, spectra
 
     with torch.inference_mode():
         y = stepper()(torch.zeros(1, mm.in_channels, buffer // mm.in_ratio))
-    figs.shape(mm.name, y, (1, mm.out_channels, buffer // mm.out_ratio))
-    if figs.failures:
-        raise DataError(f"{path}: check failed: {'; '.join(figs.failures)}")
-    checkpoint = checkpoint or meta.get("checkpoint")
-    offline = _eager(checkpoint, streaming=False)
-    eager = _eager(checkpoint, streaming=streaming) if offline is not None else None
-    spec = ExportSpec(
-        family=spec_meta.get("family", "?"),
-        sample_rate=sr,
-        methods=tuple(MethodSpec(n, *p) for n, p in spec_meta["methods"].items()),
+    checkpoint, offline, eager, x, audio_name = _references(
+        path, figs, mm, y, buffer, meta, spec_meta, checkpoint, streaming, sr, audio_path, blocks
     )
-    samples, audio_name = load_audio(audio_path or find_audio(), blocks * buffer)
-    x = method_inputs(spec, samples, offline)[mm.name]
     block = buffer // mm.in_ratio
     got, times = run_blocks(stepper(), x, block)
     fig = figs.methods.setdefault(mm.name, {})
@@ -522,13 +543,7 @@ def _check_pt2(path, meta, audio_path, checkpoint, buffer, blocks, atol, spectra
     if eager is not None:
         ref, etimes = run_blocks(_call(eager, mm.name), x, block)
         fig["eager_rtf"] = _rtf(etimes, buffer, sr)
-    figs.compare(mm.name, "max_abs_error", got, ref, mm.out_ratio == 1)
-    if streaming and offline is not None:
-        with torch.inference_mode():
-            full = _call(offline, mm.name)(x)
-        figs.compare(mm.name, "stream_vs_offline", got, full, False)
-    if figs.failures:
-        raise DataError(f"{path}: check failed: {'; '.join(figs.failures)}")
+    _compare(path, figs, mm, got, ref, offline, x, streaming)
     return {
         "profile": "torch.export",
         "streaming": streaming,
