@@ -14,6 +14,16 @@ from acids_rave.config import DiscriminatorConfig
 from acids_rave.losses import stft_magnitude
 
 
+def _feature_maps(layers: nn.ModuleList, score: nn.Module, x: torch.Tensor) -> list[torch.Tensor]:
+    """Every hidden activation (leaky ReLU 0.2) for feature matching, then the score map."""
+    feats = []
+    for layer in layers:
+        x = F.leaky_relu(layer(x), 0.2)
+        feats.append(x)
+    feats.append(score(x))
+    return feats
+
+
 class ConvNet1d(nn.Module):
     """Strided 1-d convs (kernel 15, stride 4), channels capacity * 2^i, then a score conv."""
 
@@ -29,12 +39,7 @@ class ConvNet1d(nn.Module):
         self.score = weight_norm(nn.Conv1d(c, 1, 3, padding=1))
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        feats = []
-        for layer in self.layers:
-            x = F.leaky_relu(layer(x), 0.2)
-            feats.append(x)
-        feats.append(self.score(x))
-        return feats
+        return _feature_maps(self.layers, self.score, x)
 
 
 class ConvNet2d(nn.Module):
@@ -59,12 +64,7 @@ class ConvNet2d(nn.Module):
                 x, (0, self.period - t % self.period), mode="reflect" if t > self.period else "constant"
             )
         x = x.reshape(b, c, -1, self.period)
-        feats = []
-        for layer in self.layers:
-            x = F.leaky_relu(layer(x), 0.2)
-            feats.append(x)
-        feats.append(self.score(x))
-        return feats
+        return _feature_maps(self.layers, self.score, x)
 
 
 class SpectralConvNet(nn.Module):
