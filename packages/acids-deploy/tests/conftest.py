@@ -1,8 +1,10 @@
 """Fixtures: tiny ONNX models, bundles, and simulated boards (real OpenSSH sshd on 127.0.0.1 high ports).
 
 Each board is an ``sshd -D`` process with its own host key, an ``authorized_keys`` holding a throw-away
-client key, and a board directory used as the install dir. The board's "Python" is this interpreter, so the
-runner's smoke test really runs onnxruntime. Nothing listens or connects outside 127.0.0.1.
+client key, and a board directory used as the install dir. Its sessions get a PATH whose first entry holds
+stand-in ``systemctl`` / ``journalctl`` scripts that log their arguments (no systemd runs here). The
+board's "Python" is this interpreter, so the runner's smoke test really runs onnxruntime. Nothing listens
+or connects outside 127.0.0.1.
 """
 
 from __future__ import annotations
@@ -177,6 +179,11 @@ class SimBoard:
     log: Path | None = None
     groups: list[str] = field(default_factory=list)
 
+    def calls(self, tool: str = "systemctl") -> list[str]:
+        """The arguments of every call of the board's fake ``systemctl`` (or ``journalctl``)."""
+        log = self.dir / f"{tool}.log"
+        return log.read_text().splitlines() if log.exists() else []
+
     def known_hosts_line(self) -> str:
         pub = self.host_key.with_suffix(".pub").read_text().split()
         return f"[127.0.0.1]:{self.port} {pub[0]} {pub[1]}\n"
@@ -220,12 +227,20 @@ class Fleet:
         auth.write_text(self.client_keys["good"].with_suffix(".pub").read_text())
         install = d / "opt" / "acids"
         port = free_port()
+        # the board's own `systemctl` and `journalctl` (first on its PATH): they log their arguments
+        fake_bin = d / "bin"
+        fake_bin.mkdir()
+        for tool in ("systemctl", "journalctl"):
+            script = fake_bin / tool
+            script.write_text(f'#!/bin/sh\necho "$*" >> "{d}/{tool}.log"\necho "{tool} $*"\n')
+            script.chmod(0o755)
         cfg = d / "etc" / "sshd_config"
         cfg.write_text(
             f"Port {port}\nListenAddress 127.0.0.1\nHostKey {host_key}\nPidFile {d / 'sshd.pid'}\n"
             f"AuthorizedKeysFile {auth}\nPermitRootLogin prohibit-password\nPasswordAuthentication no\n"
             "KbdInteractiveAuthentication no\nUsePAM no\nStrictModes no\nSubsystem sftp internal-sftp\n"
             "MaxStartups 50\nMaxSessions 50\nLogLevel ERROR\n"
+            f"SetEnv PATH={fake_bin}:/usr/local/bin:/usr/bin:/bin\n"
         )
         if os.geteuid() == 0:
             os.makedirs("/run/sshd", exist_ok=True)  # privilege separation directory sshd wants as root

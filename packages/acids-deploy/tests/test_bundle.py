@@ -44,7 +44,9 @@ def test_bundle_from_file_has_manifest_of_every_file_and_is_deterministic(gain_o
     files = members(rec["path"])
     manifest = json.loads(files.pop("manifest.json"))
     assert (
-        set(files) == set(manifest["files"]) == {"models/gain.onnx", "run.py", "systemd/acids-runner.service"}
+        set(files)
+        == set(manifest["files"])
+        == {"models/gain.onnx", "run.py", "systemd/acids-runner.service.in"}
     )
     for name, data in files.items():
         assert manifest["files"][name]["sha256"] == hashlib.sha256(data).hexdigest()
@@ -223,6 +225,36 @@ def test_manylinux_ladder():
     assert {p.name for p in PROFILES.values()} == {
         "desktop", "rpi-bookworm", "jetson-jp4", "jetson-jp5", "jetson-jp6",
     }  # fmt: skip
+
+
+def test_profiles_match_acids_export():
+    """Same names as acids-export's profiles, and the same runtime facts: the onnxruntime pin and Python
+    of each board, and the opset ceiling of its TensorRT parser (read from the monorepo's source: acids-deploy
+    does not depend on acids-export)."""
+    import importlib.util
+
+    src = Path(__file__).resolve().parents[2] / "acids-export" / "src" / "acids_export" / "profiles.py"
+    if not src.is_file():
+        pytest.skip(f"acids-export's source is not beside this package ({src})")
+    spec = importlib.util.spec_from_file_location("_export_profiles", src)
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod  # dataclasses look the module up while the class is created
+    try:
+        spec.loader.exec_module(mod)
+    finally:
+        del sys.modules[spec.name]
+    assert set(mod.PROFILES) == set(PROFILES)
+    for name, p in PROFILES.items():
+        theirs = mod.PROFILES[name]
+        pins = dict(r.split("==") for r in p.requirements if "==" in r)
+        if "onnxruntime" in pins:
+            assert ".".join(pins["onnxruntime"].split(".")[:2]) in theirs.runtime, (name, theirs.runtime)
+        if p.arch == "aarch64":
+            assert f"Python {p.python}" in theirs.runtime, (name, theirs.runtime)
+        assert (p.tensorrt is None) == (theirs.tensorrt is None), name
+        if p.tensorrt is not None:
+            assert p.tensorrt.max_opset == theirs.opset, name
+            assert theirs.tensorrt in p.tensorrt.versions, name
 
 
 @pytest.mark.parametrize("name", ["run.py", "agent.py"])

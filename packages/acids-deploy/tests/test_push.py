@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import getpass
 import io
 import json
 import os
@@ -24,6 +25,11 @@ def run_cli(*args: str, input: str | None = None):
 
 def records(result) -> list[dict]:
     return [json.loads(line) for line in result.stdout.splitlines() if line.strip()]
+
+
+def members_text(tar: Path) -> dict[str, str]:
+    with tarfile.open(tar) as tf:
+        return {m.name: tf.extractfile(m).read().decode() for m in tf.getmembers() if m.isfile()}
 
 
 def bundle_ref(rec: dict) -> BundleRef:
@@ -124,6 +130,17 @@ def test_changed_or_unknown_host_key_refused(fleet: Fleet, gain_onnx: Path, tmp_
     assert inv.with_name("unknown.toml.known_hosts").read_text() == ""  # never auto-added
 
 
+def test_aes_gcm_negotiated_first(fleet: Fleet):
+    """AES-GCM is offered first (faster uploads, see ssh._Transport); OpenSSH takes it."""
+    from acids_deploy.ssh import BoardConnection
+
+    fleet.board("pi1")
+    board = load_inventory(fleet.inventory()).boards["pi1"]
+    with BoardConnection(board) as conn:
+        transport = conn.client.get_transport()
+        assert transport.local_cipher == transport.remote_cipher == "aes128-gcm@openssh.com"
+
+
 def test_wrong_client_key(fleet: Fleet, gain_onnx: Path, tmp_path: Path):
     board = fleet.board("pi1")
     inv = fleet.inventory(key="wrong")
@@ -144,6 +161,66 @@ def test_unreachable_board_exits_75(fleet: Fleet, gain_onnx: Path, tmp_path: Pat
     assert "unreachable after 2 attempt" in records(res)[0]["error"]
     res = run_cli("boards", "-i", str(inv))
     assert res.exit_code == 75 and records(res)[0]["reachable"] is False
+
+
+def test_silent_board_and_hung_command_time_out(fleet: Fleet, gain_onnx: Path, tmp_path: Path):
+    """A board that accepts TCP but never speaks SSH: each attempt times out, then exit 75. A command
+    that hangs past its timeout is reported as a timeout (75), not waited for."""
+    import socket
+    import threading
+    import time
+
+    from acids_deploy.ssh import BoardConnection, Unreachable
+
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(8)
+    held: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        silent.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                held.append(silent.accept()[0])  # accepted, never answered
+            except OSError:
+                pass
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    try:
+        (tmp_path / "kh").write_text("")
+        inv = tmp_path / "silent.toml"
+        inv.write_text(
+            f'[boards.mute]\nhost = "127.0.0.1"\nport = {silent.getsockname()[1]}\nprofile = "desktop"\n'
+            f'known_hosts = "kh"\nidentity_file = "{fleet.client_keys["good"]}"\n'
+            "connect_timeout = 1.0\nretries = 2\nretry_delay = 0.1\n"
+        )
+        bundle = make_bundle(tmp_path, gain_onnx, "b.tar")
+        t0 = time.monotonic()
+        res = run_cli("push", bundle["path"], "-i", str(inv), "-t", "mute")
+        took = time.monotonic() - t0
+        assert res.exit_code == 75, res.stderr
+        assert "unreachable after 2 attempt(s)" in records(res)[0]["error"]
+        assert len(held) == 2 and took < 8  # two attempts of about connect_timeout each
+    finally:
+        stop.set()
+        thread.join(2)
+        for c in held:
+            c.close()
+        silent.close()
+
+    fleet.board("pi1")
+    board = load_inventory(fleet.inventory()).boards["pi1"]
+    with BoardConnection(board) as conn:
+        t0 = time.monotonic()
+        try:
+            conn.run(["sleep", "30"], timeout=1.0)
+        except Unreachable as e:
+            assert "timed out after 1 s" in e.message and int(e.code) == 75
+        else:
+            raise AssertionError("a hung command was not timed out")
+        assert time.monotonic() - t0 < 10
 
 
 def test_corrupted_upload_and_damaged_release_detected(fleet: Fleet, gain_onnx: Path, tmp_path: Path):
@@ -218,6 +295,123 @@ def test_two_boards_in_parallel(fleet: Fleet, gain_onnx: Path, tmp_path: Path):
     assert current_of(a.install_dir) == current_of(b.install_dir) == bundle["id"]
     table = [ln for ln in res.stderr.splitlines() if ln.startswith(("board", "pi1", "pi2"))]
     assert len(table) == 3
+
+
+def test_systemd_unit_uses_the_boards_install_dir_user_and_python(
+    fleet: Fleet, gain_onnx: Path, nan_onnx: Path, tmp_path: Path
+):
+    """The unit is rendered at push time from the inventory (not /opt/acids), again on rollback, and a
+    value that cannot go into a unit file is refused without failing the push."""
+    import shutil
+    import subprocess
+    import sys
+
+    a = fleet.board("pi1")
+    b = fleet.board("pi2")
+    a.install_dir = a.dir / "srv" / "acids-studio"
+    # spaces, quotes, $( ) and ; reach the board as one argument (shell quoting); no safe way to put
+    # such a path into a unit file, so that board gets none, and says why
+    b.install_dir = b.dir / "home" / "it's $(touch PWNED) a;b"
+    inv = fleet.inventory()
+    bundle = make_bundle(tmp_path, gain_onnx, "b.tar")
+    template = members_text(Path(bundle["path"]))["systemd/acids-runner.service.in"]
+    assert "/opt/acids" not in template and "@INSTALL_DIR@/current" in template
+
+    res = run_cli("push", bundle["path"], "-i", str(inv), "-t", "pi1,pi2")
+    assert res.exit_code == 0, res.stderr
+    ra, rb = records(res)
+    unit_path = a.install_dir / "systemd" / "acids-runner.service"
+    assert ra["status"] == "deployed" and ra["unit"] == str(unit_path)
+    unit = unit_path.read_text()
+    lines = unit.splitlines()
+    assert f"WorkingDirectory={a.install_dir}/current" in lines
+    assert f"User={getpass.getuser()}" in lines
+    (exec_line,) = [ln for ln in lines if ln.startswith("ExecStart=")]
+    assert f"| {sys.executable} run.py --stdin |" in exec_line
+    assert "/opt/acids" not in unit and "@" not in unit.replace(f"{a.install_dir}", "")
+    assert rb["status"] == "deployed" and "unit_skipped" in rb and "install_dir" in rb["unit_skipped"]
+    assert not (b.install_dir / "systemd").exists() and current_of(b.install_dir) == bundle["id"]
+    assert not list(Path.home().glob("PWNED")) and not list(b.dir.rglob("PWNED"))
+    assert "systemd unit not written" in res.stderr
+
+    if shutil.which("systemd-analyze"):  # systemd's own parser accepts it (warnings only for missing deps)
+        check = subprocess.run(["systemd-analyze", "verify", str(unit_path)], capture_output=True, text=True)
+        assert "Failed to parse" not in check.stderr and "Unknown key" not in check.stderr, check.stderr
+
+    # a bad release rolls back; the unit still names the board's install dir (rendered from the rollback
+    # target's template), and `rollback` renders it as well
+    bad = make_bundle(tmp_path, nan_onnx, "bad.tar")
+    res = run_cli("push", bad["path"], "-i", str(inv), "-t", "pi1")
+    assert res.exit_code == 65 and records(res)[0]["status"] == "rolled-back"
+    assert unit_path.read_text() == unit
+    unit_path.unlink()
+    third = make_bundle(tmp_path, make_onnx(tmp_path / "m3" / "gain.onnx", extra_floats=10), "c.tar")
+    assert run_cli("push", third["path"], "-i", str(inv), "-t", "pi1").exit_code == 0
+    unit_path.unlink()
+    res = run_cli("rollback", "-i", str(inv), "-t", "pi1")
+    assert res.exit_code == 0, res.stderr
+    assert records(res)[0]["unit"] == str(unit_path) and unit_path.read_text() == unit
+
+
+def test_service_reloaded_and_restarted_on_switch_and_rollback(
+    fleet: Fleet, gain_onnx: Path, nan_onnx: Path, tmp_path: Path
+):
+    """With `service` in the inventory: the unit is written under that name, systemd reloads when it
+    changed, the service restarts after every switch (and after the automatic rollback), `logs` shows
+    its journal; a push with nothing to do touches nothing."""
+    board = fleet.board("pi1")
+    inv = fleet.inventory(extra='service = "acids-synth"')
+    good = make_bundle(tmp_path, gain_onnx, "good.tar")
+    res = run_cli("push", good["path"], "-i", str(inv), "-t", "pi1")
+    assert res.exit_code == 0, res.stderr
+    unit = board.install_dir / "systemd" / "acids-synth.service"
+    assert records(res)[0]["unit"] == str(unit) and unit.is_file()
+    assert board.calls() == ["daemon-reload", "restart -- acids-synth"]
+
+    assert run_cli("push", good["path"], "-i", str(inv), "-t", "pi1").exit_code == 0  # unchanged
+    assert len(board.calls()) == 2
+
+    bad = make_bundle(tmp_path, nan_onnx, "bad.tar")
+    res = run_cli("push", bad["path"], "-i", str(inv), "-t", "pi1")
+    assert res.exit_code == 65 and records(res)[0]["status"] == "rolled-back"
+    # the unit text did not change (same template, same board): no reload, two restarts
+    assert board.calls()[2:] == ["restart -- acids-synth", "restart -- acids-synth"]
+    assert current_of(board.install_dir) == good["id"]
+
+    res = run_cli("logs", "-i", str(inv), "-t", "pi1", "-n", "7")
+    assert res.exit_code == 0
+    assert "pi1: journal: journalctl -u acids-synth -n 7 --no-pager" in res.stdout.splitlines()
+
+    res = run_cli("push", good["path"], "-i", str(inv), "-t", "pi1", "--dry-run")
+    plan = records(res)[0]["plan"]
+    assert f"write {unit} (User={getpass.getuser()})" in plan and "systemctl restart acids-synth" in plan
+
+
+def test_unit_template_rendering_refuses_injection():
+    import importlib.util
+
+    from acids_deploy.bundle import systemd_unit
+
+    spec = importlib.util.spec_from_file_location("acids_agent", Path(__file__).parents[1] / "src" /
+                                                  "acids_deploy" / "board" / "agent.py")  # fmt: skip
+    agent = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(agent)
+    template = systemd_unit(get_profile("rpi-bookworm"), [{"sample_rate": 44100}])
+    text = agent.render_unit(template, "/data/acids", "synth", "/usr/bin/python3", "acids-runner")
+    assert "WorkingDirectory=/data/acids/current" in text and "User=synth" in text and "-r 44100" in text
+    for args in (
+        ("/data/acids", "synth\nExecStartPre=/bin/rm -rf /", "python3", "acids-runner"),
+        ("/data/acids", "synth", "python3; rm -rf /", "acids-runner"),
+        ("/data/%h", "synth", "python3", "acids-runner"),
+        ("relative/dir", "synth", "python3", "acids-runner"),
+        ("/data/acids", "-synth", "python3", "acids-runner"),
+    ):
+        try:
+            agent.render_unit(template, *args)
+        except agent.AgentError as e:
+            assert e.code == agent.EXIT_UNSAFE
+        else:
+            raise AssertionError(f"accepted {args!r}")
 
 
 def test_dry_run_touches_nothing(fleet: Fleet, gain_onnx: Path, tmp_path: Path):

@@ -182,6 +182,15 @@ def _run_pip(argv: list[str], env: dict[str, str], what: str) -> None:
         raise MissingDependency(f"{what} failed: {tail}")
 
 
+def download_wheels(profile: Profile, requirements: list[str], dest: Path) -> None:
+    """``pip download`` the board's wheels into ``dest``: binary only, the board's CPython version and
+    every rung of its manylinux ladder (needs the package index; host pip constraints are ignored)."""
+    log.info("downloading wheels for %s (Python %s, %s)", profile.name, profile.python, profile.arch)
+    dest.mkdir(parents=True, exist_ok=True)
+    argv = [sys.executable, "-m", "pip", "download", "--dest", str(dest), *_target_args(profile)]
+    _run_pip([*argv, *requirements], _pip_env(offline=False), "pip download")
+
+
 def resolve_dependencies(
     profile: Profile,
     requirements: list[str],
@@ -205,9 +214,7 @@ def resolve_dependencies(
     wheelhouse.mkdir(parents=True, exist_ok=True)
     pip = [sys.executable, "-m", "pip"]
     if download:
-        log.info("downloading wheels for %s (Python %s, %s)", profile.name, profile.python, profile.arch)
-        argv = [*pip, "download", "--dest", str(wheelhouse), *_target_args(profile), *requirements]
-        _run_pip(argv, _pip_env(offline=False), "pip download")
+        download_wheels(profile, requirements, wheelhouse)
     argv = [*pip, "install", "--target", str(site), "--no-index", "--find-links", str(wheelhouse)]
     argv += ["--no-compile", "--no-warn-script-location", "--quiet", *_target_args(profile), *requirements]
     _run_pip(argv, _pip_env(offline=True), f"pip install for {profile.name} from {wheelhouse}")
@@ -220,23 +227,34 @@ def resolve_dependencies(
     return installed
 
 
+#: the unit template; the board's agent fills in its placeholders at push time (board/agent.py)
+UNIT_TEMPLATE = "systemd/acids-runner.service.in"
+
+
 def systemd_unit(profile: Profile, models: list[dict[str, Any]]) -> str:
-    """A unit running the runner between ALSA capture and playback, from the ``current`` release."""
+    """The unit template: the runner between ALSA capture and playback, from the ``current`` release.
+
+    Nothing board-specific is written here (one bundle goes to many boards): ``@INSTALL_DIR@``, ``@USER@``,
+    ``@PYTHON@`` and ``@SERVICE@`` are filled in on each board at push time from its inventory entry
+    (``install_dir``, ``user``, ``python``, ``service``), into ``INSTALL_DIR/systemd/SERVICE.service``.
+    """
     rate = int(models[0].get("sample_rate") or 48000) if models else 48000
     alsa = f"-q -t raw -f FLOAT_LE -c 1 -r {rate}"
-    pipeline = f"arecord {alsa} | python3 run.py --stdin | aplay {alsa}"
+    pipeline = f"arecord {alsa} | @PYTHON@ run.py --stdin | aplay {alsa}"
     return (
-        "# acids-deploy: install once with\n"
-        "#   sudo cp systemd/acids-runner.service /etc/systemd/system/\n"
-        "#   sudo systemctl enable acids-runner\n"
-        "# it always runs the release that INSTALL_DIR/current points to (edit WorkingDirectory when the\n"
-        "# board's install_dir is not /opt/acids).\n"
+        "# acids-deploy renders this template on each board at push time into\n"
+        "#   @INSTALL_DIR@/systemd/@SERVICE@.service\n"
+        "# install it once with\n"
+        "#   sudo systemctl link @INSTALL_DIR@/systemd/@SERVICE@.service\n"
+        "#   sudo systemctl enable --now @SERVICE@\n"
+        "# it always runs the release that @INSTALL_DIR@/current points to.\n"
         "[Unit]\n"
         f"Description=acids model runner ({profile.name})\n"
         "After=sound.target\n\n"
         "[Service]\n"
         "Type=simple\n"
-        "WorkingDirectory=/opt/acids/current\n"
+        "User=@USER@\n"
+        "WorkingDirectory=@INSTALL_DIR@/current\n"
         f"ExecStart=/bin/sh -c '{pipeline}'\n"
         "Restart=on-failure\n"
         "RestartSec=2\n\n"
@@ -418,7 +436,7 @@ def build_bundle(
                 if p.is_file() and "__pycache__" not in p.parts:
                     files["site/" + p.relative_to(site).as_posix()] = p
         files["run.py"] = board_file("run.py")
-        files["systemd/acids-runner.service"] = systemd_unit(profile, models).encode()
+        files[UNIT_TEMPLATE] = systemd_unit(profile, models).encode()
         if profile.tensorrt is not None:
             recipe = trt_recipe(profile, models, commands)
             files["trt/recipe.json"] = (json.dumps(recipe, indent=1) + "\n").encode()

@@ -329,7 +329,7 @@ def rollback_cmd(inventory: Path, targets: tuple[str, ...], to_release: str | No
             raise DataError(str(res.get("error")))
         if status != 0:
             raise RemoteError(f"{s.board.name}: agent rollback failed: {res.get('error', res)}")
-        s.restart_service()
+        res["unit"] = s.restart_service().get("unit")
         if not no_smoke:
             res["smoke"] = s.smoke(None)
         return res
@@ -346,7 +346,11 @@ def rollback_cmd(inventory: Path, targets: tuple[str, ...], to_release: str | No
         else:
             ok = (r.get("smoke") or {"ok": True}).get("ok", False)
             rec.update(
-                status="rolled-back", release=r["current"], previous=r["previous"], smoke=r.get("smoke")
+                status="rolled-back",
+                release=r["current"],
+                previous=r["previous"],
+                smoke=r.get("smoke"),
+                unit=r.get("unit"),
             )
             rec["exit"] = 0 if ok else 65
             note = "" if ok else f" (smoke test FAILED: {r['smoke'].get('error')})"

@@ -11,7 +11,8 @@ Per board (boards run in parallel threads, each with its own SSH connection):
 4. TensorRT profiles: build or reuse the engine with the recipe's trtexec line (cache key: onnx
    sha256, the TensorRT version read on the board, device, precision, build flags), then compare it with
    the bundle's reference npz (``run.py --verify``; "not verified" where ``tensorrt`` does not import);
-5. switch ``current`` atomically (a new symlink renamed over the old one), restart the service;
+5. switch ``current`` atomically (a new symlink renamed over the old one), write the systemd unit
+   rendered for this board (install dir, user, python from the inventory), restart the service;
 6. smoke test: the runner processes a buffer and reports its real-time factor; if it fails, switch back
    to the previous release, restart the service again, and say so;
 7. prune old releases.
@@ -40,6 +41,7 @@ log = get_logger("deploy.push")
 AGENT_EXIT_CHECKSUM = 3
 AGENT_EXIT_UNSAFE = 4
 AGENT_EXIT_NO_RELEASE = 6  # rollback: nothing to roll back to, or no such release (board/agent.py)
+DEFAULT_SERVICE = "acids-runner"  # the unit's name when the inventory names no service
 
 
 @dataclass(frozen=True)
@@ -97,9 +99,24 @@ class BoardSession:
             raise RemoteError(f"{self.board.name}: agent {command} failed: {obj.get('error', obj)}")
         return obj
 
-    def restart_service(self) -> None:
+    def render_unit(self) -> dict[str, Any]:
+        """Render the current release's systemd unit for this board (its install dir, user, python and
+        service name from the inventory) into ``INSTALL_DIR/systemd/SERVICE.service``."""
+        b = self.board
+        unit = self.call_ok("unit", b.user, b.python, b.service or DEFAULT_SERVICE)
+        if unit.get("skipped"):
+            log.warning("%s: systemd unit not written: %s", b.name, unit["skipped"])
+        return unit
+
+    def restart_service(self) -> dict[str, Any]:
+        """After a switch: write the unit for the new ``current``, reload systemd when the unit changed,
+        and restart the inventory's service (if it names one). Returns the agent's ``unit`` answer."""
+        unit = self.render_unit()
         if self.board.service:
+            if unit.get("changed"):
+                self.conn.run(["systemctl", "daemon-reload"], check=True)
             self.conn.run(["systemctl", "restart", "--", self.board.service], check=True)
+        return unit
 
     def smoke(self, max_rtf: float | None) -> dict[str, Any]:
         run = posixpath.join(self.root, "current", "run.py")
@@ -135,6 +152,8 @@ def plan_lines(board: Board, bundle: BundleRef, opts: PushOptions) -> list[str]:
             "compare it with the reference npz (not switched if it differs)"
         )
     steps.append(f"switch {posixpath.join(root, 'current')} -> releases/{bundle.id}")
+    service = board.service or DEFAULT_SERVICE
+    steps.append(f"write {posixpath.join(root, 'systemd', service + '.service')} (User={board.user})")
     if board.service:
         steps.append(f"systemctl restart {board.service}")
     if opts.smoke:
@@ -204,7 +223,10 @@ def push_board(
                 _engines(s, bundle, rec)
             switched = s.call_ok("switch", bundle.id)
             rec["previous"] = switched.get("previous")
-            s.restart_service()
+            unit = s.restart_service()
+            rec["unit"] = unit.get("unit")
+            if unit.get("skipped"):
+                rec["unit_skipped"] = unit["skipped"]
             if opts.smoke:
                 report = s.smoke(opts.max_rtf)
                 rec["smoke"] = report

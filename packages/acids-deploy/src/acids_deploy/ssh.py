@@ -26,6 +26,23 @@ from acids_deploy.inventory import Board
 log = get_logger("deploy.ssh")
 
 UPLOAD_CHUNK = 1 << 20  # bytes handed to SFTP per write (paramiko splits them into 32 KiB requests)
+_GCM = ("aes128-gcm@openssh.com", "aes256-gcm@openssh.com")
+
+
+def _transport(sock: Any, **kwargs: Any) -> paramiko.Transport:
+    """paramiko's transport with AES-GCM first in the cipher offer (the others stay, after it).
+
+    paramiko does the SSH framing in Python, so an upload is CPU-bound on the host; AES-GCM needs no
+    separate MAC pass and moved 50 MB over loopback 1.06-1.33x faster than paramiko's default aes128-ctr
+    + hmac-sha2-256 (three interleaved runs on a loaded 2-core host: 1.14-1.20x vs 0.86-1.10x of OpenSSH
+    scp). Every OpenSSH since 6.2 offers it.
+    """
+    t = paramiko.Transport(sock, **kwargs)
+    options = t.get_security_options()
+    options.ciphers = tuple(c for c in _GCM if c in options.ciphers) + tuple(
+        c for c in options.ciphers if c not in _GCM
+    )
+    return t
 
 
 class HostKeyRefused(MissingDependency):
@@ -115,6 +132,7 @@ class BoardConnection:
                     banner_timeout=b.connect_timeout,
                     auth_timeout=b.connect_timeout,
                     channel_timeout=b.connect_timeout,
+                    transport_factory=_transport,
                 )
                 self.client = client
                 transport = client.get_transport()

@@ -15,6 +15,7 @@ Layout under ROOT (the board's install_dir)::
     engine-cache/<key>.plan TensorRT engines, keyed by (onnx sha256, the TensorRT version read on the
                             board, device, precision, build flags)
     logs/deploy.log         JSON lines, one per event
+    systemd/<service>.service   the current release's unit, rendered for this board (``unit``)
 """
 
 import hashlib
@@ -484,6 +485,71 @@ def cmd_engine(root, release_id, trtexec):
     return {"engines": engines, "tensorrt": version, "tensorrt_source": source, "device": device}
 
 
+UNIT_TEMPLATE = "systemd/acids-runner.service.in"
+#: what may go into a unit line unquoted: no spaces, quotes, ``%`` (systemd specifiers), ``$`` or newlines
+UNIT_SAFE = re.compile(r"^[A-Za-z0-9_./+@:-]+$")
+
+
+def render_unit(template, install_dir, user, python, service):
+    """The unit template with this board's values; AgentError (EXIT_UNSAFE) when one cannot go into a
+    unit file as it is."""
+    values = {"INSTALL_DIR": install_dir, "USER": user, "PYTHON": python, "SERVICE": service}
+    for name, value in sorted(values.items()):
+        if not UNIT_SAFE.match(value or "") or value.startswith("-"):
+            raise AgentError(
+                "%s %r cannot go into a systemd unit (letters, digits and _./+@:- only)"
+                % (name.lower(), value),
+                EXIT_UNSAFE,
+            )
+    if not install_dir.startswith("/"):
+        raise AgentError("install_dir %r is not absolute" % install_dir, EXIT_UNSAFE)
+    text = template
+    for name, value in values.items():
+        text = text.replace("@" + name + "@", value)
+    left = re.findall(r"@[A-Z_]+@", text)
+    if left:
+        raise AgentError("the unit template has unknown placeholders: %s" % ", ".join(sorted(set(left))))
+    return text
+
+
+def cmd_unit(root, user, python, service):
+    """Render the current release's unit template for this board into ROOT/systemd/SERVICE.service.
+
+    The values come from the board's inventory entry (install dir = ROOT, the SSH user, the board's
+    python, the service name); the file is replaced atomically and only when its text changes.
+    """
+    current = current_release(root)
+    if not current:
+        return {"skipped": "no current release"}
+    template_path = os.path.join(releases_dir(root), current, UNIT_TEMPLATE)
+    if not os.path.isfile(template_path):
+        return {"skipped": "release %s has no unit template (%s)" % (current, UNIT_TEMPLATE)}
+    with open(template_path) as f:
+        template = f.read()
+    try:
+        text = render_unit(template, root, user, python, service)
+    except AgentError as e:
+        log_event(root, "unit-skipped", release=current, reason=str(e))
+        return {"skipped": str(e)}
+    unit_dir = os.path.join(root, "systemd")
+    os.makedirs(unit_dir, exist_ok=True)
+    path = os.path.join(unit_dir, service + ".service")
+    old = None
+    if os.path.isfile(path):
+        with open(path) as f:
+            old = f.read()
+    changed = old != text
+    if changed:
+        tmp = path + ".tmp"
+        with open(tmp, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.rename(tmp, path)
+        log_event(root, "unit", release=current, path=path)
+    return {"unit": path, "changed": changed, "release": current}
+
+
 def cmd_logs(root, lines):
     path = os.path.join(root, "logs", "deploy.log")
     if not os.path.isfile(path):
@@ -501,6 +567,7 @@ COMMANDS = {
     "prune": cmd_prune,
     "engine": cmd_engine,
     "logs": cmd_logs,
+    "unit": cmd_unit,
 }
 
 
