@@ -85,3 +85,10 @@ class Unfolder(Gain):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         frames = x.unfold(-1, 4, 1).mean(-1)
         return nn.functional.pad(frames, (3, 0))
+
+
+class Rounding(Gain):
+    """Quantises the signal with ``torch.round`` (ONNX Round: not in TensorRT 8.2's operator table)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.round(x * 8.0) / 8.0

@@ -34,6 +34,36 @@ def test_ddsp_torchscript_streaming(ddsp_ckpt, tmp_path, audio):
     assert (in_ch, out_ch, out_ratio) == (2, 1, 1)
     fig = rec["figures"]["methods"]["forward"]
     assert fig["max_abs_error"] < 1e-5 and fig["stream_vs_offline"] < 1e-4
+    # realistic controls: f0 and loudness of the real audio at the model's rate and hop, not noise; made
+    # by acids-ddsp's example_inputs hook where it has one, else by acids-export from the channel labels
+    assert rec["figures"]["inputs"]["forward"] in (
+        "example_inputs",
+        "features f0_hz,loudness_db (acids_data.features, hop 64)",
+    )
+    assert fig["spectral_distance_db"] < 0.01 and fig["rtf_timed_calls"] >= 8
+
+
+def test_ddsp_controls_are_features_of_the_audio(ddsp_ckpt, audio):
+    from acids_data.features import compute_features
+    from acids_export import registry
+    from acids_export.inputs import load_audio, method_inputs
+
+    loaded = registry.load(ddsp_ckpt, streaming=False)
+    sr, hop = loaded.spec.sample_rate, loaded.spec.method("forward").in_ratio
+    samples, _ = load_audio(audio, 4 * 4096, sample_rate=sr)
+    feats = compute_features(samples[None], sr, hop, ["loudness", "f0"])
+    hooked = callable(getattr(loaded.module, "example_inputs", None))
+    routes = [loaded.module, None] if hooked else [loaded.module]  # None: acids-export's own fallback
+    for module in routes:
+        inputs, sources = method_inputs(loaded.spec, samples, module)
+        assert sources["forward"] == (
+            "example_inputs"
+            if module is not None and hooked
+            else "features f0_hz,loudness_db (acids_data.features, hop 64)"
+        )
+        torch.testing.assert_close(inputs["forward"][0, 0], torch.from_numpy(feats["f0"]))
+        torch.testing.assert_close(inputs["forward"][0, 1], torch.from_numpy(feats["loudness"]))
+        assert 100 < float(inputs["forward"][0, 0].median()) < 1000  # an alto sax phrase, in Hz
 
 
 @pytest.mark.parametrize("command", ["onnx", "tensorrt"])

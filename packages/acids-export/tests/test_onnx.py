@@ -3,7 +3,7 @@ import onnx
 import onnxruntime as ort
 import pytest
 import torch
-from bad_models import Normed, Spectral, model_checkpoint
+from bad_models import Normed, Rounding, Spectral, model_checkpoint
 
 from acids_core.errors import DataError
 from acids_export import onnx as aonnx
@@ -51,19 +51,35 @@ def test_streaming_state_is_explicit_for_every_method(tiny_ckpt, tmp_path, audio
 
 
 def test_refuses_an_operator_the_profile_lacks(tmp_path):
+    ckpt = model_checkpoint(tmp_path, "rounding", Rounding)
+    try:
+        with pytest.raises(
+            DataError, match=r"refused for jetson-jp4: operator Round is not in the jetson-jp4 operator table"
+        ):
+            aonnx.export(registry.load(ckpt), PROFILES["jetson-jp4"], tmp_path / "w.onnx")
+        assert not (tmp_path / "w.onnx").exists()
+        aonnx.export(registry.load(ckpt), PROFILES["jetson-jp4"], tmp_path / "w4.onnx", allow_ops=("Round",))
+        verify.check(tmp_path / "w4.onnx", blocks=2)
+    finally:
+        registry.unregister("rounding")
+
+
+def test_layer_norm_is_decomposed_where_the_profile_lacks_it(tmp_path, audio):
     ckpt = model_checkpoint(tmp_path, "normed", Normed)
     try:
-        with pytest.raises(DataError, match=r"LayerNormalization.*TensorRT 8\.5"):
-            aonnx.export(registry.load(ckpt), PROFILES["jetson-jp5"], tmp_path / "n.onnx")
-        assert not (tmp_path / "n.onnx").exists()
-        aonnx.export(registry.load(ckpt), PROFILES["jetson-jp6"], tmp_path / "n6.onnx")
-        aonnx.export(
-            registry.load(ckpt),
-            PROFILES["jetson-jp5"],
-            tmp_path / "n5.onnx",
-            allow_ops=("LayerNormalization",),
-        )
-        verify.check(tmp_path / "n5.onnx", blocks=2)
+        ops = {}
+        for profile, allow in (("jetson-jp5", ()), ("jetson-jp6", ()), ("desktop", ())):
+            out = tmp_path / f"{profile}.onnx"
+            meta = aonnx.export(registry.load(ckpt), PROFILES[profile], out, allow_ops=allow)
+            ops[profile] = {n.op_type for n in onnx.load(str(out)).graph.node}
+            assert meta["layer_norm_decomposed"] == (profile == "jetson-jp5")
+            fig = verify.check(out, audio=audio, blocks=2)["figures"]["methods"]["forward"]
+            assert fig["max_abs_error"] < 1e-4
+        assert "LayerNormalization" not in ops["jetson-jp5"] and "ReduceMean" in ops["jetson-jp5"]
+        assert "LayerNormalization" in ops["jetson-jp6"] and "LayerNormalization" in ops["desktop"]
+        out = tmp_path / "kept.onnx"  # --allow-op keeps the operator (verified on the board)
+        aonnx.export(registry.load(ckpt), PROFILES["jetson-jp5"], out, allow_ops=("LayerNormalization",))
+        assert "LayerNormalization" in {n.op_type for n in onnx.load(str(out)).graph.node}
     finally:
         registry.unregister("normed")
 

@@ -91,7 +91,10 @@ def test_the_recipe_feeds_acids_deploy(tiny_ckpt, tmp_path, audio):
 
 @pytest.mark.gpu
 def test_engine_builds_and_matches_the_references(tiny_ckpt, tmp_path, audio):
-    pytest.importorskip("tensorrt")
+    pytest.importorskip(
+        "tensorrt",
+        reason="building a TensorRT engine needs a CUDA GPU with the tensorrt package (board or GPU host)",
+    )
     out = tmp_path / "tiny.onnx"
     args = ["tensorrt", str(tiny_ckpt), "--profile", "jetson-jp6", "-o", str(out), "--audio", audio]
     rec = _artifact(CliRunner().invoke(main_group, [*args, "--blocks", "2"]))

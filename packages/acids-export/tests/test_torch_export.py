@@ -1,3 +1,4 @@
+import pytest
 import torch
 
 from acids_export import registry
@@ -53,3 +54,59 @@ def test_cli_flag_writes_a_checked_pt2(tiny_ckpt, tmp_path, audio):
     assert res.exit_code == 0, res.output
     res = CliRunner().invoke(main_group, ["torchscript", str(tiny_ckpt), "--method", "decode"])
     assert res.exit_code == 2 and "--torch-export" in res.output
+
+
+def _rave_with_noise(tmp_path, preset="tiny"):
+    """A RAVE checkpoint whose decoder has its noise branch on (``small`` has it; ``tiny`` gets one)."""
+    pytest.importorskip("acids_rave")
+    import dataclasses
+
+    from acids_rave import checkpoint
+    from acids_rave.config import PRESETS, NoiseConfig
+    from acids_rave.model import Rave
+
+    cfg = PRESETS[preset]()
+    if preset == "tiny":
+        noise = NoiseConfig(enabled=True, hidden=8, ratios=(2, 2), noise_bands=4)
+        cfg = dataclasses.replace(cfg, decoder=dataclasses.replace(cfg.decoder, noise=noise))
+    torch.manual_seed(0)
+    model = Rave(cfg).eval()
+    model.decoder.noise_gain.fill_(1.0)  # a phase-2 model: the branch is taken
+    return checkpoint.save(tmp_path / f"rave-{preset}.ckpt", model)
+
+
+def test_rave_noise_branch_guard_is_folded(tmp_path, monkeypatch):
+    """``if float(self.noise_gain) > 0`` (acids_rave.model.Decoder) on a lifted buffer is the guard."""
+    from acids_core.errors import DataError
+    from acids_export import torch_export
+
+    ckpt = _rave_with_noise(tmp_path)
+    loaded = registry.load(ckpt, streaming=True)
+    before = dict(loaded.module.named_buffers())
+    info = export_program(loaded, tmp_path / "dec.pt2", method="decode", buffer=2048)
+    assert info["dynamic_time"] and info["state"]
+    after = dict(loaded.module.named_buffers())  # the module is left as it was
+    assert (
+        after.keys() == before.keys()
+        and after["model.decoder.noise_gain"] is before["model.decoder.noise_gain"]
+    )
+    monkeypatch.setattr(torch_export, "_fold_scalar_buffers", lambda module, state: [])
+    with pytest.raises(DataError, match="data-dependent"):
+        export_program(registry.load(ckpt, streaming=True), tmp_path / "x.pt2", method="decode", buffer=2048)
+
+
+@pytest.mark.slow
+def test_rave_small_torch_export_passes_check(tmp_path, audio):
+    import json
+
+    from click.testing import CliRunner
+
+    from acids_export.cli import main_group
+
+    ckpt = _rave_with_noise(tmp_path, "small")
+    args = ["torchscript", str(ckpt), "--torch-export", "--streaming", "-o", str(tmp_path / "small.pt2")]
+    res = CliRunner().invoke(main_group, [*args, "--buffer", "2048", "--blocks", "4", "--audio", audio])
+    assert res.exit_code == 0, res.output
+    (rec,) = [json.loads(line) for line in res.stdout.splitlines() if line.strip()]
+    fig = rec["figures"]["methods"]["forward"]
+    assert rec["io"]["dynamic_time"] and fig["max_abs_error"] < 1e-4 and fig["stream_vs_offline"] < 1e-4

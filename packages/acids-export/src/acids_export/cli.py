@@ -58,6 +58,20 @@ def _checkpoints(ckpt: str | None, out: Path | None) -> Iterator[str]:
 
 
 def _check_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    f = click.option(
+        "--rtf-calls",
+        type=click.IntRange(1, 10000),
+        default=24,
+        show_default=True,
+        help="Buffers timed for the real-time factor (median), after the warm-up.",
+    )(f)
+    f = click.option(
+        "--warmup",
+        type=click.IntRange(1, 1000),
+        default=5,
+        show_default=True,
+        help="Untimed calls before timing (TorchScript optimises its graph on the first calls).",
+    )(f)
     f = click.option("--atol", type=float, default=1e-3, show_default=True, help="Max abs error allowed.")(f)
     f = click.option(
         "--blocks",
@@ -147,7 +161,9 @@ def list_cmd(profiles: bool) -> None:
     "--method", default=None, help="With --torch-export: the method (default: forward, else the first)."
 )
 @_check_options
-def torchscript_cmd(ckpt, streaming, out, allow_new_ops, pt2, method, audio, buffer, blocks, atol) -> None:
+def torchscript_cmd(
+    ckpt, streaming, out, allow_new_ops, pt2, method, audio, buffer, blocks, atol, warmup, rtf_calls
+) -> None:
     """A TorchScript file with the nn~ interface from CKPT (or piped `checkpoint` records).
 
     With --torch-export, the successor route: a .pt2 ExportedProgram of one method, ``(x, *state) -> (y,
@@ -167,8 +183,9 @@ def torchscript_cmd(ckpt, streaming, out, allow_new_ops, pt2, method, audio, buf
             with _staged(Path(final)) as tmp:
                 export_program(loaded, tmp, method=method, buffer=buffer or 4096)
                 fields = verify.check(
-                    tmp, audio=audio, checkpoint=loaded.checkpoint, buffer=buffer, blocks=blocks, atol=atol
-                )
+                    tmp, audio=audio, checkpoint=loaded.checkpoint, buffer=buffer, blocks=blocks, atol=atol,
+                    warmup=warmup, rtf_calls=rtf_calls,
+                )  # fmt: skip
             _emit(fields, Path(final), {})
             log.info("wrote %s", final)
             continue
@@ -176,8 +193,9 @@ def torchscript_cmd(ckpt, streaming, out, allow_new_ops, pt2, method, audio, buf
         with _staged(Path(final)) as tmp:
             torchscript.export(loaded, tmp, allow_hazards=allow_new_ops)
             fields = verify.check(
-                tmp, audio=audio, checkpoint=loaded.checkpoint, buffer=buffer, blocks=blocks, atol=atol
-            )
+                tmp, audio=audio, checkpoint=loaded.checkpoint, buffer=buffer, blocks=blocks, atol=atol,
+                warmup=warmup, rtf_calls=rtf_calls,
+            )  # fmt: skip
         _emit(fields, Path(final), {})
         log.info("wrote %s", final)
 
@@ -202,7 +220,9 @@ def torchscript_cmd(ckpt, streaming, out, allow_new_ops, pt2, method, audio, buf
     help="Accept an operator outside the profile's table (you verified it on the board).",
 )
 @_check_options
-def onnx_cmd(ckpt, profile, streaming, method, out, allow_ops, audio, buffer, blocks, atol) -> None:
+def onnx_cmd(
+    ckpt, profile, streaming, method, out, allow_ops, audio, buffer, blocks, atol, warmup, rtf_calls
+) -> None:
     """ONNX for a board PROFILE from CKPT (or piped `checkpoint` records)."""
     from acids_export import onnx as aonnx
     from acids_export import profiles, registry, verify
@@ -223,6 +243,8 @@ def onnx_cmd(ckpt, profile, streaming, method, out, allow_ops, audio, buffer, bl
                 buffer=buffer,
                 blocks=blocks,
                 atol=atol,
+                warmup=warmup,
+                rtf_calls=rtf_calls,
             )
         _emit(fields, Path(final), {})
         log.info("wrote %s", final)
@@ -268,7 +290,7 @@ TRT_PROFILES = ["jetson-jp4", "jetson-jp5", "jetson-jp6"]
 @_check_options
 def tensorrt_cmd(
     ckpt, profile, streaming, method, shapes, min_buffer, max_buffer, fp16, calls, out, allow_ops,
-    audio, buffer, blocks, atol,
+    audio, buffer, blocks, atol, warmup, rtf_calls,
 ) -> None:  # fmt: skip
     """TensorRT-ready ONNX for a Jetson PROFILE, reference I/O and the on-board engine-build recipe.
 
@@ -321,11 +343,13 @@ def tensorrt_cmd(
                 atrt.probe_lengths(tmp, mm, [lo, hi])
             fields = verify.check(
                 tmp, profile=profile, audio=audio, checkpoint=loaded.checkpoint, buffer=block,
-                blocks=blocks, atol=atol,
+                blocks=blocks, atol=atol, warmup=warmup, rtf_calls=rtf_calls,
             )  # fmt: skip
-            samples, _ = verify.load_audio(audio or verify.find_audio(), calls * block)
+            samples, _ = verify.load_audio(
+                audio or verify.find_audio(), calls * block, loaded.spec.sample_rate
+            )
             offline = registry.load(path, streaming=False).module
-            x = verify.method_inputs(loaded.spec, samples, offline)[mm.name]
+            x = verify.method_inputs(loaded.spec, samples, offline)[0][mm.name]
             refs = atrt.reference_io(tmp, x.numpy(), calls)
             with open(ref_tmp, "wb") as f:
                 np.savez(f, **refs)
@@ -374,7 +398,7 @@ def tensorrt_cmd(
 )
 @click.option("--checkpoint", default=None, help="Eager reference (default: the one recorded in the file).")
 @_check_options
-def check_cmd(file, profile, checkpoint, audio, buffer, blocks, atol) -> None:
+def check_cmd(file, profile, checkpoint, audio, buffer, blocks, atol, warmup, rtf_calls) -> None:
     """Reload FILE (.ts or .onnx, or piped `artifact` records) in its runtime, verify it, emit a record."""
     from acids_export import verify
 
@@ -391,8 +415,9 @@ def check_cmd(file, profile, checkpoint, audio, buffer, blocks, atol) -> None:
             raise DataError("an artifact record without a 'path'")
         prof = profile or (rec_profile if rec_profile in PROFILE_NAMES else None)
         fields = verify.check(
-            path, profile=prof, audio=audio, checkpoint=checkpoint, buffer=buffer, blocks=blocks, atol=atol
-        )
+            path, profile=prof, audio=audio, checkpoint=checkpoint, buffer=buffer, blocks=blocks, atol=atol,
+            warmup=warmup, rtf_calls=rtf_calls,
+        )  # fmt: skip
         write_record(make_record("artifact", **fields))
 
 

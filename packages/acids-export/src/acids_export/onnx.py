@@ -115,6 +115,43 @@ def all_nodes(graph: Any) -> Iterator[Any]:
                 yield from all_nodes(g)
 
 
+_layer_norm = torch.nn.functional.layer_norm
+
+
+def _decomposed_layer_norm(
+    input: torch.Tensor,
+    normalized_shape: list[int],
+    weight: torch.Tensor | None = None,
+    bias: torch.Tensor | None = None,
+    eps: float = 1e-5,
+) -> torch.Tensor:
+    """``F.layer_norm`` from ReduceMean/Sub/Mul/Add/Sqrt/Div (for runtimes without LayerNormalization)."""
+    dims = list(range(-len(normalized_shape), 0))
+    centered = input - input.mean(dims, keepdim=True)
+    y = centered / torch.sqrt((centered * centered).mean(dims, keepdim=True) + eps)
+    if weight is not None:
+        y = y * weight
+    return y + bias if bias is not None else y
+
+
+@contextlib.contextmanager
+def layer_norm_decomposed(enabled: bool = True) -> Iterator[None]:
+    """Within the block, ``F.layer_norm`` traces to elementary operators (TensorRT 8.5 has no LayerNorm)."""
+    if not enabled:
+        yield
+        return
+    torch.nn.functional.layer_norm = _decomposed_layer_norm
+    try:
+        yield
+    finally:
+        torch.nn.functional.layer_norm = _layer_norm
+
+
+def _dtype_name(t: torch.Tensor) -> str:
+    """numpy/torch name of a tensor's dtype (``float32``), as the metadata records state tensors."""
+    return str(t.dtype).removeprefix("torch.")
+
+
 def profile_problems(model: Any, profile: Profile, allow_ops: tuple[str, ...] = ()) -> list[str]:
     """Everything in ``model`` that breaks ``profile`` (one line each, the operator named)."""
     problems = []
@@ -123,6 +160,10 @@ def profile_problems(model: Any, profile: Profile, allow_ops: tuple[str, ...] = 
             problems.append(f"opset {imp.version} > {profile.opset}, the most {profile.name} accepts")
     if model.ir_version > profile.ir_version:
         problems.append(f"IR version {model.ir_version} > {profile.ir_version}")
+    if profile.tensorrt:  # TensorRT has no float64 tensors (the parser casts weights, not graph I/O)
+        for v in [*model.graph.input, *model.graph.output]:
+            if v.type.tensor_type.elem_type == 11:  # onnx.TensorProto.DOUBLE
+                problems.append(f"float64 tensor '{v.name}' (TensorRT {profile.tensorrt} has no float64)")
     seen = set()
     for node in all_nodes(model.graph):
         key = (node.domain, node.op_type)
@@ -176,10 +217,17 @@ def export(
     saved = {n: _owner(module, n) for n, _ in state}
     saved = {n: (mod, attr, mod._buffers[attr]) for n, (mod, attr) in saved.items()}
     fft_free = "STFT" in profile.denied or profile.opset < 17
+    norm_free = "LayerNormalization" in profile.denied and "LayerNormalization" not in allow_ops
 
     def trace(axes: dict[str, dict[int, str]] | None) -> bytes:
         buf = io.BytesIO()
-        with captured(), _quiet_exporter(), torch.no_grad(), stft_as_convolution(fft_free):
+        with (
+            captured(),
+            _quiet_exporter(),
+            torch.no_grad(),
+            stft_as_convolution(fft_free),
+            layer_norm_decomposed(norm_free),
+        ):
             torch.onnx.export(
                 wrapper,
                 args,
@@ -246,7 +294,7 @@ def export(
         "dynamic_time": dynamic_time,
         "dynamic_batch": not streaming and dynamic_time,
         "buffer": block,
-        "state": [{"buffer": n, "shape": list(s.shape)} for n, s in state],
+        "state": [{"buffer": n, "shape": list(s.shape), "dtype": _dtype_name(s)} for n, s in state],
         "spec": spec.to_json(),
         "checkpoint": loaded.checkpoint,
         "checkpoint_meta": loaded.envelope_meta,
@@ -254,6 +302,7 @@ def export(
         "ir_version": model.ir_version,
         "torch": torch.__version__,
         "stft_as_convolution": fft_free,
+        "layer_norm_decomposed": norm_free,
         "allow_ops": sorted(allow_ops),
     }
     entry = model.metadata_props.add()

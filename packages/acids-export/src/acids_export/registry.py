@@ -18,6 +18,16 @@ never imports a model package by name: it reads a checkpoint's ``format`` (``aci
 4. when streaming, keeps its state in registered buffers that are *reassigned* (``self.cache = ...``), never
    mutated in place, and where a zero-filled state of the materialised shape equals a fresh stream.
    acids-export finds these buffers by running one block, and makes them explicit ONNX inputs/outputs.
+
+Optional, so that ``check`` runs a method on realistic inputs (:mod:`acids_export.inputs`):
+
+5. a method whose input is not audio declares what each input channel carries, ``"inputs": [feature, ...]``
+   in its dict form, each one of :data:`CONTROL_FEATURES` (``f0_hz``, ``loudness_db``, ...); acids-export
+   computes them from real audio with ``acids_data.features`` at the method's ``in_ratio``. Without it,
+   channel labels naming f0/pitch or loudness are read the same way (the fallback);
+6. ``example_inputs(audio, sample_rate) -> {method: (1, in_ch, T / in_ratio) tensor}`` (``@torch.jit.ignore``)
+   on the module: the model makes its own inputs from mono float32 ``audio`` at its ``sample_rate`` (a model
+   with its own feature settings, units or normalisation). It wins over 5 for the methods it returns.
 """
 
 from __future__ import annotations
@@ -36,6 +46,9 @@ log = logging.getLogger(__name__)
 GROUP = "acids.exportables"
 #: type ids of nn~ attribute values (nn_tilde: 0=bool, 1=int, 2=float, 3=str)
 ATTRIBUTE_TYPE_IDS = {bool: 0, int: 1, float: 2, str: 3}
+#: what a control input channel may carry (io spec ``"inputs"``), computed from audio by acids-export:
+#: f0 in Hz and its voicing confidence (swift-f0), A-weighted loudness in dB, the audio itself (decimated)
+CONTROL_FEATURES = ("f0_hz", "f0_confidence", "loudness_db", "audio")
 
 _extra: dict[str, Callable[..., Any]] = {}
 
@@ -51,6 +64,7 @@ class MethodSpec:
     out_ratio: int
     input_labels: tuple[str, ...] = ()
     output_labels: tuple[str, ...] = ()
+    input_features: tuple[str, ...] = ()  # one of CONTROL_FEATURES per input channel, when declared
 
     @property
     def params(self) -> list[int]:
@@ -105,7 +119,29 @@ class ExportSpec:
             "latency_samples": self.latency_samples,
             "methods": {m.name: m.params for m in self.methods},
             "attributes": {a.name: list(a.default) for a in self.attributes},
+            "labels": {m.name: [list(m.input_labels), list(m.output_labels)] for m in self.methods},
+            "inputs": {m.name: list(m.input_features) for m in self.methods if m.input_features},
         }
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> ExportSpec:
+        """The spec an artifact's metadata stores (:meth:`to_json`); older files lack labels and inputs."""
+        labels, inputs = d.get("labels") or {}, d.get("inputs") or {}
+        methods = []
+        for name, params in dict(d.get("methods") or {}).items():
+            ins, outs = labels.get(name, [[], []])
+            methods.append(
+                MethodSpec(
+                    str(name), *[int(v) for v in params], tuple(ins), tuple(outs), tuple(inputs.get(name, ()))
+                )
+            )
+        return cls(
+            family=str(d.get("family", "?")),
+            sample_rate=int(d.get("sample_rate", 1)),
+            methods=tuple(methods),
+            streaming=bool(d.get("streaming", False)),
+            latency_samples=int(d.get("latency_samples") or 0),
+        )
 
     @classmethod
     def from_io_spec(cls, family: str, io: dict[str, Any]) -> ExportSpec:
@@ -115,12 +151,20 @@ class ExportSpec:
             for name, m in dict(io["methods"]).items():
                 if isinstance(m, dict):
                     params, ins, outs = m["params"], m.get("input_labels", ()), m.get("output_labels", ())
+                    features = tuple(map(str, m.get("inputs") or ()))
                 else:
-                    params, ins, outs = m, (), ()
+                    params, ins, outs, features = m, (), (), ()
                 p = [int(v) for v in params]
                 if len(p) != 4 or min(p) < 1:
                     raise ValueError(f"method {name}: params must be 4 positive ints, got {p}")
-                methods.append(MethodSpec(str(name), *p, tuple(map(str, ins)), tuple(map(str, outs))))
+                if features and len(features) != p[0]:
+                    raise ValueError(f"method {name}: {len(features)} inputs for {p[0]} input channels")
+                bad = [f for f in features if f not in CONTROL_FEATURES]
+                if bad:
+                    raise ValueError(f"method {name}: unknown inputs {bad} (known: {list(CONTROL_FEATURES)})")
+                methods.append(
+                    MethodSpec(str(name), *p, tuple(map(str, ins)), tuple(map(str, outs)), features)
+                )
             attributes = []
             for name, a in dict(io.get("attributes") or {}).items():
                 default = a["default"] if isinstance(a, dict) else a

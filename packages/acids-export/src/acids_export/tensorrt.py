@@ -80,7 +80,7 @@ def reference_io(path: str | Path, x: np.ndarray, calls: int) -> dict[str, np.nd
     block = int(meta["buffer"]) // in_ratio
     if x.shape[-1] < calls * block:
         raise DataError(f"reference audio too short: {x.shape[-1]} frames for {calls} x {block}")
-    state = [np.zeros(s["shape"], np.float32) for s in meta["state"]]
+    state = [np.zeros(s["shape"], s.get("dtype", "float32")) for s in meta["state"]]
     ins: dict[str, list[np.ndarray]] = {i.name: [] for i in sess.get_inputs()}
     outs: dict[str, list[np.ndarray]] = {o.name: [] for o in sess.get_outputs()}
     for k in range(calls):

@@ -7,6 +7,9 @@ Refused before anything is written:
 Refused after scripting, from the saved archive's code:
 - operators that the libtorch builds nn~ ships with reject (``aten::stft`` with torch >= 2.7's
   ``align_to_window`` argument, ``interpolate``'s ``_upsample_lanczos2d_aa``): loading aborts Pd (P1).
+  Measured: libtorch 2.5.1 (nn~ v1.6.0) loads and runs everything else these tests export (the tiny model,
+  RAVE and DDSP streaming) with the outputs of torch 2.13, and refuses exactly these two
+  (``tests/test_old_libtorch.py``, slow).
 Refused by the check that runs on every export (:mod:`acids_export.verify`): a method whose output is not a
 float32 ``(B, out_ch, n / out_ratio)`` (nn~ drops or reshapes it silently), NaN/Inf, a file that does not
 reload. Warned: no ``forward`` (Pd's default method), a largest ratio of 1 (P3 with ``bufsize 0``).
@@ -38,12 +41,14 @@ log = logging.getLogger(__name__)
 
 MAX_RATIO = 4096
 META_NAME = "acids_export.json"
-#: regex on the archive's code -> why nn~'s libtorch (2.5.1 for v1.6.0; 1.13 measured) rejects it
+#: regex on the archive's code -> why nn~'s libtorch rejects it: measured with libtorch 2.5.1 (nn~ v1.6.0's
+#: build; tests/test_old_libtorch.py) and 1.13 (reference/nntilde.md §1.6): neither loads such a file
 HAZARDS = {
-    r"\bstft\(": "aten::stft (torch >= 2.7 serialises a 9th argument, align_to_window, that older libtorch "
-    "rejects: loading aborts Pd); compute the STFT as a convolution with a DFT basis",
+    r"\bstft\(": "aten::stft (torch >= 2.7 serialises a 9th argument, align_to_window, that libtorch <= 2.6 "
+    "(nn~ v1.6.0 ships 2.5.1) rejects: loading aborts Pd); compute the STFT as a convolution with a DFT "
+    "basis",
     r"_upsample_lanczos2d_aa": "F.interpolate (its scripted body references aten::_upsample_lanczos2d_aa, "
-    "unknown to older libtorch); use ConvTranspose1d or repeat_interleave",
+    "unknown to libtorch 2.5.1, nn~ v1.6.0's); use ConvTranspose1d or repeat_interleave",
 }
 
 

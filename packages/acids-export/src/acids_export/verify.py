@@ -6,7 +6,13 @@ For each method (TorchScript: all of them; ONNX: the exported one) on real audio
   batch 1 and 2 (TorchScript), nn~'s attribute getters return tuples and setters return 0;
 - ``max_abs_error`` / ``spectral_distance_db``: the artifact vs the eager module, run the same way;
 - ``stream_vs_offline``: the artifact block by block (streaming exports) vs eager offline on the whole signal;
-- ``rtf`` / ``eager_rtf``: seconds of compute per second of audio at buffer ``B`` on 1 thread.
+- ``rtf`` / ``eager_rtf``: seconds of compute per second of audio at buffer ``B`` on 1 thread, the median
+  over ``rtf_timed_calls`` buffers after ``rtf_warmup_calls`` untimed ones on a fresh instance (the first
+  call, alone, is ``first_call_rtf``: TorchScript's profiling executor and onnxruntime's allocations make
+  it an outlier), with ``rtf_p90``.
+
+Inputs are real audio resampled to the model's rate, or control features (f0, loudness) computed from it
+(:mod:`acids_export.inputs`); ``figures.inputs`` says which, per method.
 
 A failed check raises :class:`~acids_core.errors.DataError` with the figures that failed.
 """
@@ -16,10 +22,10 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import statistics
 import time
 import zipfile
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +34,24 @@ import torch
 
 from acids_core.errors import DataError, MissingInput
 from acids_export import registry
+from acids_export.inputs import (
+    DEFAULT_RTF_CALLS,
+    DEFAULT_WARMUP,
+    load_audio,
+    method_inputs,
+    time_calls,
+)
 from acids_export.registry import ExportSpec, MethodSpec
+
+__all__ = [
+    "check",
+    "detect_format",
+    "find_audio",
+    "load_audio",
+    "method_inputs",
+    "sha256",
+    "spectral_distance_db",
+]
 
 log = logging.getLogger(__name__)
 
@@ -59,29 +82,6 @@ def find_audio() -> str | None:
     return None
 
 
-def load_audio(path: str | None, frames: int, offset_s: float = 1.0) -> tuple[np.ndarray, str]:
-    """``frames`` mono float32 samples of real audio (from ``offset_s`` when long enough), and its name."""
-    if path is None:
-        log.warning("no real audio found (--audio or $%s): using a synthetic harmonic signal", AUDIO_ENV)
-        t = np.arange(frames) / 44100.0
-        sig = sum(0.3 / k * np.sin(2 * np.pi * 220 * k * t) for k in range(1, 8))
-        return sig.astype(np.float32), "synthetic"
-    import soundfile as sf
-
-    if not os.path.exists(path):
-        raise MissingInput(f"{path}: no such audio file")
-    try:
-        info = sf.info(path)
-        start = int(offset_s * info.samplerate) if info.frames >= frames + offset_s * info.samplerate else 0
-        data, _ = sf.read(path, start=start, frames=frames, dtype="float32", always_2d=True)
-    except RuntimeError as e:
-        raise DataError(f"{path}: unreadable audio ({e})") from None
-    mono = data.mean(axis=1)
-    if len(mono) < frames:
-        mono = np.tile(mono, frames // max(len(mono), 1) + 1)[:frames]
-    return mono.astype(np.float32), os.path.abspath(path)
-
-
 def spectral_distance_db(a: np.ndarray, b: np.ndarray, n_fft: int = 1024) -> float:
     """Mean absolute difference of log-magnitude spectra (dB, floored 80 dB below the peak), Hann frames."""
     a, b = a.reshape(-1).astype(np.float64), b.reshape(-1).astype(np.float64)
@@ -93,35 +93,6 @@ def spectral_distance_db(a: np.ndarray, b: np.ndarray, n_fft: int = 1024) -> flo
     sb = np.abs(np.fft.rfft(np.stack([b[i : i + n_fft] * win for i in frames]), axis=-1))
     floor = max(sa.max(), sb.max(), 1e-9) * 1e-4  # -80 dB below the peak: ignore the numerical noise floor
     return float(np.mean(np.abs(20 * np.log10(sa + floor) - 20 * np.log10(sb + floor))))
-
-
-def _frames(m: MethodSpec, samples: int) -> int:
-    return samples // m.in_ratio
-
-
-def method_inputs(spec: ExportSpec, audio: np.ndarray, eager_offline: Any) -> dict[str, torch.Tensor]:
-    """One (1, in_ch, n / in_ratio) input per method: audio, or the eager output of the method making it."""
-    x = torch.from_numpy(audio)[None, None]
-    inputs: dict[str, torch.Tensor] = {}
-    for m in spec.methods:
-        if m.in_ratio == 1:
-            inputs[m.name] = x.repeat(1, m.in_channels, 1)
-            continue
-        producer = next(
-            (
-                p
-                for p in spec.methods
-                if p.in_ratio == 1 and (p.out_channels, p.out_ratio) == (m.in_channels, m.in_ratio)
-            ),
-            None,
-        )
-        if producer is not None and eager_offline is not None:
-            with torch.no_grad():
-                inputs[m.name] = _call(eager_offline, producer.name)(x.repeat(1, producer.in_channels, 1))
-        else:
-            gen = torch.Generator().manual_seed(0)
-            inputs[m.name] = torch.randn(1, m.in_channels, len(audio) // m.in_ratio, generator=gen)
-    return inputs
 
 
 def _call(module: Any, name: str) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -141,9 +112,18 @@ def run_blocks(
     return torch.cat(outs, -1), times
 
 
-def _rtf(times: list[float], block_samples: int, sr: int) -> float:
-    warm = times[1:] if len(times) > 2 else times
-    return statistics.median(warm) / (block_samples / sr)
+def _timed(
+    fig: dict[str, Any], prefix: str, fn: Callable[[torch.Tensor], Any], x: torch.Tensor, block: int,
+    buffer: int, sr: int, timing: tuple[int, int],
+) -> None:  # fmt: skip
+    """RTF figures of ``fn`` (a fresh instance: warm-up changes its state) into ``fig``, keys ``prefix*``."""
+    blocks = [b for b in x.split(block, dim=-1) if b.shape[-1] == block] or [x[..., :block]]
+    t = time_calls(fn, blocks, buffer / sr, warmup=timing[0], calls=timing[1])
+    fig[f"{prefix}rtf"] = t["rtf"]
+    fig[f"{prefix}rtf_p90"] = t["rtf_p90"]
+    fig[f"{prefix}first_call_rtf"] = t["first_call_rtf"]
+    if not prefix:
+        fig["rtf_warmup_calls"], fig["rtf_timed_calls"] = t["warmup_calls"], t["timed_calls"]
 
 
 def detect_format(path: str | Path) -> str:
@@ -164,10 +144,21 @@ def detect_format(path: str | Path) -> str:
     raise DataError(f"{p}: neither a TorchScript archive nor an ONNX model")
 
 
-def _eager(checkpoint: str | None, streaming: bool) -> Any:
+def _eager(checkpoint: str | None, streaming: bool) -> registry.Loaded | None:
     if not checkpoint or not os.path.exists(checkpoint):
         return None
-    return registry.load(checkpoint, streaming=streaming).module
+    return registry.load(checkpoint, streaming=streaming)
+
+
+def _input_spec(file_spec: ExportSpec, offline: registry.Loaded | None) -> ExportSpec:
+    """The file's methods with the eager model's labels and declared inputs where it has them."""
+    if offline is None:
+        return file_spec
+    known = {m.name: m for m in offline.spec.methods}
+    methods = tuple(
+        known.get(m.name, m) if known.get(m.name, m).params == m.params else m for m in file_spec.methods
+    )
+    return ExportSpec(family=file_spec.family, sample_rate=file_spec.sample_rate, methods=methods)
 
 
 class _Figures:
@@ -217,25 +208,28 @@ def check(
     blocks: int = 8,
     atol: float = DEFAULT_ATOL,
     spectral_db: float = DEFAULT_SPECTRAL_DB,
+    warmup: int = DEFAULT_WARMUP,
+    rtf_calls: int = DEFAULT_RTF_CALLS,
 ) -> dict[str, Any]:
-    """Verify an artifact; return the fields of its ``artifact`` record. DataError when it fails."""
+    """Verify an artifact; return the fields of its ``artifact`` record. DataError when it fails.
+
+    ``warmup`` untimed calls, then ``rtf_calls`` timed ones, per runtime and method (:func:`time_calls`).
+    """
     fmt = detect_format(path)
     torch.set_num_threads(1)
+    opts = _Options(audio, checkpoint, blocks, atol, spectral_db, (warmup, rtf_calls))
     if fmt == "torchscript":
         from acids_export.torchscript import read_meta
 
-        meta = read_meta(path)
-        result = _check_torchscript(path, meta, audio, checkpoint, buffer or 4096, blocks, atol, spectral_db)
+        result = _check_torchscript(path, read_meta(path), buffer or 4096, opts)
     elif fmt == "torch.export":
         from acids_export.torch_export import read_meta
 
-        meta = read_meta(path)
-        result = _check_pt2(path, meta, audio, checkpoint, buffer, blocks, atol, spectral_db)
+        result = _check_pt2(path, read_meta(path), buffer, opts)
     else:
         from acids_export.onnx import read_meta
 
-        meta = read_meta(path)
-        result = _check_onnx(path, meta, profile, audio, checkpoint, buffer, blocks, atol, spectral_db)
+        result = _check_onnx(path, read_meta(path), profile, buffer, opts)
     return {
         "format": fmt,
         "path": os.path.abspath(path),
@@ -245,24 +239,51 @@ def check(
     }
 
 
-def _check_torchscript(
-    path, meta, audio_path, checkpoint, buffer, blocks, atol, spectral_db
-) -> dict[str, Any]:
+@dataclass(frozen=True)
+class _Options:
+    audio: str | None
+    checkpoint: str | None
+    blocks: int
+    atol: float
+    spectral_db: float
+    timing: tuple[int, int]  # (warm-up calls, timed calls)
+
+
+def _figures_record(audio_name: str, buffer: int, eager: Any, figs: _Figures, sources: dict) -> dict:
+    return {
+        "audio": audio_name,
+        "inputs": sources,
+        "buffer": buffer,
+        "threads": 1,
+        "eager_reference": eager is not None,
+        "methods": figs.methods,
+    }
+
+
+def _check_torchscript(path, meta, buffer, opts: _Options) -> dict[str, Any]:
     from acids_export.torchscript import hazards, load
 
-    figs = _Figures(atol, spectral_db)
+    figs = _Figures(opts.atol, opts.spectral_db)
     m = load(path)
     try:
         names = list(m.get_methods())
     except Exception:
         names = [n for n in ("forward", "encode", "decode") if hasattr(m, f"{n}_params")]
+    spec_meta = meta.get("spec", {})
+    meta_methods = {mm.name: mm for mm in ExportSpec.from_json(spec_meta).methods} if spec_meta else {}
     methods = []
     for n in names:
         p = getattr(m, f"{n}_params", None)
         if p is None or p.numel() < 4:
             figs.failures.append(f"{n}: no usable {n}_params")
             continue
-        methods.append(MethodSpec(n, *[int(v) for v in p[:4]]))
+        mm = MethodSpec(n, *[int(v) for v in p[:4]])
+        known = meta_methods.get(n)
+        if known is not None and known.params == mm.params:
+            mm = known
+        elif hasattr(m, f"{n}_input_labels"):  # a file from elsewhere: its labels
+            mm = MethodSpec(n, *mm.params, tuple(getattr(m, f"{n}_input_labels")))
+        methods.append(mm)
     sr = int(m.get_sample_rate()) if hasattr(m, "get_sample_rate") else -1
     if sr <= 0:
         figs.failures.append(
@@ -284,7 +305,6 @@ def _check_torchscript(
     for r in [x for mm in methods for x in (mm.in_ratio, mm.out_ratio)]:
         if r > 4096 or r & (r - 1):
             figs.failures.append(f"ratio {r} is above 4096 or not a power of two (P2)")
-    spec_meta = meta.get("spec", {})
     streaming = bool(spec_meta.get("streaming", False))
     spec = ExportSpec(family=spec_meta.get("family", "?"), sample_rate=max(sr, 1), methods=tuple(methods))
     higher = max([1] + [max(mm.in_ratio, mm.out_ratio) for mm in methods])
@@ -302,27 +322,27 @@ def _check_torchscript(
             figs.shape(f"{mm.name} (batch {nb})", y, (nb, mm.out_channels, buffer // mm.out_ratio))
     if figs.failures:
         raise DataError(f"{path}: check failed: {'; '.join(figs.failures)}")
-    checkpoint = checkpoint or meta.get("checkpoint")
+    checkpoint = opts.checkpoint or meta.get("checkpoint")
     offline = _eager(checkpoint, streaming=False)
-    eager = _eager(checkpoint, streaming=streaming) if offline is not None else None
-    samples, audio_name = load_audio(audio_path or find_audio(), blocks * buffer)
-    inputs = method_inputs(spec, samples, offline)
-    for mm in methods:
+    spec = _input_spec(spec, offline)
+    samples, audio_name = load_audio(opts.audio or find_audio(), opts.blocks * buffer, spec.sample_rate)
+    inputs, sources = method_inputs(spec, samples, offline.module if offline else None)
+    has_eager = offline is not None
+    for mm in spec.methods:
         x = inputs[mm.name]
         block = buffer // mm.in_ratio
-        art = load(path)
-        got, times = run_blocks(_call(art, mm.name), x, block)
+        got, _ = run_blocks(_call(load(path), mm.name), x, block)
         fig = figs.methods.setdefault(mm.name, {})
-        fig["rtf"] = _rtf(times, buffer, spec.sample_rate)
+        _timed(fig, "", _call(load(path), mm.name), x, block, buffer, spec.sample_rate, opts.timing)
         ref = None
-        if eager is not None:
-            ref, etimes = run_blocks(_call(eager, mm.name), x, block)
-            fig["eager_rtf"] = _rtf(etimes, buffer, spec.sample_rate)
-            eager = _eager(checkpoint, streaming=streaming)  # fresh state for the next method
+        if has_eager:
+            ref, _ = run_blocks(_call(_eager(checkpoint, streaming).module, mm.name), x, block)
+            eager = _eager(checkpoint, streaming).module  # fresh state: warm-up moves it on
+            _timed(fig, "eager_", _call(eager, mm.name), x, block, buffer, spec.sample_rate, opts.timing)
         figs.compare(mm.name, "max_abs_error", got, ref, mm.out_ratio == 1)
         if streaming and offline is not None:
             with torch.inference_mode():
-                full = _call(offline, mm.name)(x)
+                full = _call(offline.module, mm.name)(x)
             figs.compare(mm.name, "stream_vs_offline", got, full, False)
     if figs.failures:
         raise DataError(f"{path}: check failed: {'; '.join(figs.failures)}")
@@ -335,73 +355,64 @@ def _check_torchscript(
             "sample_rate": sr,
         },
         "checkpoint": checkpoint,
-        "figures": {
-            "audio": audio_name,
-            "buffer": buffer,
-            "threads": 1,
-            "eager_reference": eager is not None,
-            "methods": figs.methods,
-        },
+        "figures": _figures_record(audio_name, buffer, offline, figs, sources),
     }
 
 
 def _references(
     path: Any,
-    figs: Any,
-    mm: Any,
+    figs: _Figures,
+    mm: MethodSpec,
     y: Any,
     buffer: int,
     meta: dict[str, Any],
     spec_meta: dict[str, Any],
-    checkpoint: Any,
-    streaming: bool,
-    sr: int,
-    audio_path: Any,
-    blocks: int,
-) -> tuple[Any, Any, Any, Any, str]:
-    """Check the first buffer's shape, then load the eager references and the real-audio input.
+    opts: _Options,
+) -> tuple[Any, registry.Loaded | None, MethodSpec, torch.Tensor, str, dict[str, str]]:
+    """Check the first buffer's shape, then load the eager offline reference and the real-audio input.
 
-    Returns (checkpoint, offline eager model or None, eager model or None, method input, audio name).
+    Returns (checkpoint, offline eager model or None, the method spec used for inputs, method input,
+    audio name, how the input was made).
     """
     figs.shape(mm.name, y, (1, mm.out_channels, buffer // mm.out_ratio))
     if figs.failures:
         raise DataError(f"{path}: check failed: {'; '.join(figs.failures)}")
-    checkpoint = checkpoint or meta.get("checkpoint")
+    checkpoint = opts.checkpoint or meta.get("checkpoint")
     offline = _eager(checkpoint, streaming=False)
-    eager = _eager(checkpoint, streaming=streaming) if offline is not None else None
-    spec = ExportSpec(
-        family=spec_meta.get("family", "?"),
-        sample_rate=sr,
-        methods=tuple(MethodSpec(n, *p) for n, p in spec_meta["methods"].items()),
-    )
-    samples, audio_name = load_audio(audio_path or find_audio(), blocks * buffer)
-    x = method_inputs(spec, samples, offline)[mm.name]
-    return checkpoint, offline, eager, x, audio_name
+    spec = _input_spec(ExportSpec.from_json(spec_meta), offline)
+    samples, audio_name = load_audio(opts.audio or find_audio(), opts.blocks * buffer, spec.sample_rate)
+    inputs, sources = method_inputs(spec, samples, offline.module if offline else None)
+    return checkpoint, offline, spec.method(mm.name), inputs[mm.name], audio_name, {mm.name: sources[mm.name]}
 
 
 def _compare(
-    path: Any, figs: Any, mm: Any, got: Any, ref: Any, offline: Any, x: Any, streaming: bool
+    path: Any,
+    figs: _Figures,
+    mm: MethodSpec,
+    got: torch.Tensor,
+    ref: torch.Tensor | None,
+    offline: registry.Loaded | None,
+    x: torch.Tensor,
+    streaming: bool,
 ) -> None:
     """Artifact vs eager, streamed vs offline; DataError listing every failure."""
     figs.compare(mm.name, "max_abs_error", got, ref, mm.out_ratio == 1)
     if streaming and offline is not None:
         with torch.inference_mode():
-            full = _call(offline, mm.name)(x)
+            full = _call(offline.module, mm.name)(x)
         figs.compare(mm.name, "stream_vs_offline", got, full, False)
     if figs.failures:
         raise DataError(f"{path}: check failed: {'; '.join(figs.failures)}")
 
 
-def _check_onnx(
-    path, meta, profile_name, audio_path, checkpoint, buffer, blocks, atol, spectral_db
-) -> dict[str, Any]:
+def _check_onnx(path, meta, profile_name, buffer, opts: _Options) -> dict[str, Any]:
     import onnx
     import onnxruntime as ort
 
     from acids_export import profiles
     from acids_export.onnx import profile_problems
 
-    figs = _Figures(atol, spectral_db)
+    figs = _Figures(opts.atol, opts.spectral_db)
     try:
         model = onnx.load(str(path))
         onnx.checker.check_model(model, full_check=True)
@@ -419,20 +430,20 @@ def _check_onnx(
         raise DataError(
             f"{path}: has no acids_export metadata (method, ratios, state): not from acids-export"
         )
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = 1
-    opts.inter_op_num_threads = 1
-    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    opts.log_severity_level = 3
+    sess_opts = ort.SessionOptions()
+    sess_opts.intra_op_num_threads = 1
+    sess_opts.inter_op_num_threads = 1
+    sess_opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    sess_opts.log_severity_level = 3
     try:
-        sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        sess = ort.InferenceSession(str(path), sess_opts, providers=["CPUExecutionProvider"])
     except Exception as e:
         raise DataError(f"{path}: onnxruntime cannot load it ({str(e).splitlines()[0][:200]})") from None
     mm = MethodSpec(meta["method"], *meta["params"])
     spec_meta = meta["spec"]
     sr = int(spec_meta["sample_rate"])
     streaming = bool(meta["streaming"])
-    states = [np.zeros(s["shape"], np.float32) for s in meta["state"]]
+    states = [np.zeros(s["shape"], s.get("dtype", "float32")) for s in meta["state"]]
     in_names = [i.name for i in sess.get_inputs()]
     if len(in_names) != 1 + len(states):
         raise DataError(f"{path}: {len(in_names)} inputs, metadata declares 1 + {len(states)} state tensors")
@@ -453,29 +464,29 @@ def _check_onnx(
         return step
 
     y = stepper()(torch.zeros(1, mm.in_channels, buffer // mm.in_ratio))
-    checkpoint, offline, eager, x, audio_name = _references(
-        path, figs, mm, y, buffer, meta, spec_meta, checkpoint, streaming, sr, audio_path, blocks
+    checkpoint, offline, mm, x, audio_name, sources = _references(
+        path, figs, mm, y, buffer, meta, spec_meta, opts
     )
     block = buffer // mm.in_ratio
     static = not meta.get("dynamic_time", True)
     blockwise = streaming or static  # a static offline graph (TensorRT) also runs one buffer at a time
-    got, times = run_blocks(stepper(), x, block) if blockwise else (None, [])
-    if not blockwise:  # offline graph: the whole signal at once, plus a batch-2 call for the dynamic batch
-        t = time.perf_counter()
+    if blockwise:
+        got, _ = run_blocks(stepper(), x, block)
+    else:  # offline graph: the whole signal at once, plus a batch-2 call for the dynamic batch
         got = torch.from_numpy(sess.run(None, {"x": x.numpy()})[0])
-        times = [(time.perf_counter() - t) * block / x.shape[-1]]
         y2 = sess.run(None, {"x": np.repeat(x[..., :block].numpy(), 2, axis=0)})[0]
         figs.shape(f"{mm.name} (batch 2)", y2, (2, mm.out_channels, buffer // mm.out_ratio))
     fig = figs.methods.setdefault(mm.name, {})
-    fig["rtf"] = _rtf(times, buffer, sr) if blockwise else times[0] / (buffer / sr)
+    _timed(fig, "", stepper(), x, block, buffer, sr, opts.timing)  # offline graphs: one buffer per call
     ref = None
-    if eager is not None:
+    if offline is not None:
         if blockwise:
-            ref, etimes = run_blocks(_call(eager, mm.name), x, block)
-            fig["eager_rtf"] = _rtf(etimes, buffer, sr)
+            ref, _ = run_blocks(_call(_eager(checkpoint, streaming).module, mm.name), x, block)
         else:
             with torch.inference_mode():
-                ref = _call(eager, mm.name)(x)
+                ref = _call(offline.module, mm.name)(x)
+        eager = _eager(checkpoint, streaming).module
+        _timed(fig, "eager_", _call(eager, mm.name), x, block, buffer, sr, opts.timing)
     _compare(path, figs, mm, got, ref, offline, x, streaming)
     return {
         "profile": profile.name,
@@ -490,17 +501,11 @@ def _check_onnx(
             "ir_version": model.ir_version,
         },
         "checkpoint": checkpoint,
-        "figures": {
-            "audio": audio_name,
-            "buffer": buffer,
-            "threads": 1,
-            "eager_reference": eager is not None,
-            "methods": figs.methods,
-        },
+        "figures": _figures_record(audio_name, buffer, offline, figs, sources),
     }
 
 
-def _check_pt2(path, meta, audio_path, checkpoint, buffer, blocks, atol, spectral_db) -> dict[str, Any]:
+def _check_pt2(path, meta, buffer, opts: _Options) -> dict[str, Any]:
     """A torch.export program ``(x, *state) -> (y, *state)``: block by block vs eager, and vs offline."""
     from acids_export.torch_export import load
 
@@ -508,7 +513,7 @@ def _check_pt2(path, meta, audio_path, checkpoint, buffer, blocks, atol, spectra
         raise DataError(
             f"{path}: has no acids_export metadata (method, ratios, state): not from acids-export"
         )
-    figs = _Figures(atol, spectral_db)
+    figs = _Figures(opts.atol, opts.spectral_db)
     program = load(path)
     mm = MethodSpec(meta["method"], *meta["params"])
     spec_meta = meta["spec"]
@@ -519,7 +524,9 @@ def _check_pt2(path, meta, audio_path, checkpoint, buffer, blocks, atol, spectra
         buffer = int(meta["buffer"])
 
     def stepper() -> Callable[[torch.Tensor], torch.Tensor]:
-        state = [torch.zeros(s["shape"]) for s in meta["state"]]
+        state = [
+            torch.zeros(s["shape"], dtype=getattr(torch, s.get("dtype", "float32"))) for s in meta["state"]
+        ]
 
         def step(x: torch.Tensor) -> torch.Tensor:
             if not state:
@@ -532,17 +539,18 @@ def _check_pt2(path, meta, audio_path, checkpoint, buffer, blocks, atol, spectra
 
     with torch.inference_mode():
         y = stepper()(torch.zeros(1, mm.in_channels, buffer // mm.in_ratio))
-    checkpoint, offline, eager, x, audio_name = _references(
-        path, figs, mm, y, buffer, meta, spec_meta, checkpoint, streaming, sr, audio_path, blocks
+    checkpoint, offline, mm, x, audio_name, sources = _references(
+        path, figs, mm, y, buffer, meta, spec_meta, opts
     )
     block = buffer // mm.in_ratio
-    got, times = run_blocks(stepper(), x, block)
+    got, _ = run_blocks(stepper(), x, block)
     fig = figs.methods.setdefault(mm.name, {})
-    fig["rtf"] = _rtf(times, buffer, sr)
+    _timed(fig, "", stepper(), x, block, buffer, sr, opts.timing)
     ref = None
-    if eager is not None:
-        ref, etimes = run_blocks(_call(eager, mm.name), x, block)
-        fig["eager_rtf"] = _rtf(etimes, buffer, sr)
+    if offline is not None:
+        ref, _ = run_blocks(_call(_eager(checkpoint, streaming).module, mm.name), x, block)
+        eager = _eager(checkpoint, streaming).module
+        _timed(fig, "eager_", _call(eager, mm.name), x, block, buffer, sr, opts.timing)
     _compare(path, figs, mm, got, ref, offline, x, streaming)
     return {
         "profile": "torch.export",
@@ -555,11 +563,5 @@ def _check_pt2(path, meta, audio_path, checkpoint, buffer, blocks, atol, spectra
             "dynamic_time": meta.get("dynamic_time", True),
         },
         "checkpoint": checkpoint,
-        "figures": {
-            "audio": audio_name,
-            "buffer": buffer,
-            "threads": 1,
-            "eager_reference": eager is not None,
-            "methods": figs.methods,
-        },
+        "figures": _figures_record(audio_name, buffer, offline, figs, sources),
     }

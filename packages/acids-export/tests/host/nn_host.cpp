@@ -1,9 +1,11 @@
 // A minimal libtorch host that loads a TorchScript file the way the nn~ external does
 // (reference/nntilde.md §1.2-1.4): list methods and attributes, then run every method on buffers.
 // Usage: nn_host MODEL.ts [BUFFER] [BATCHES]. Prints one line per finding; exit 0 when all pass.
+// Each run prints `RUN method batch B call K ok ABSMAX MEANABS` (the host's output of that buffer).
 #include <torch/script.h>
 
 #include <cmath>
+#include <iomanip>
 #include <iostream>
 #include <string>
 #include <thread>
@@ -56,8 +58,9 @@ void perform(torch::jit::Module& model, const std::string& name, int64_t buffer,
   auto out = y.repeat_interleave(out_ratio).reshape({batches, out_ch, -1});
   if (out.size(-1) != buffer) fail(name + " output size is not consistent");
   if (!torch::isfinite(out).all().item<bool>()) fail(name + " produced NaN or Inf");
-  std::cout << "RUN " << name << " batch " << batches << " call " << call << " ok "
-            << out.abs().max().item<float>() << std::endl;
+  // absmax and mean |y| of what the host would play, to compare with another runtime on the same input
+  std::cout << std::setprecision(9) << "RUN " << name << " batch " << batches << " call " << call << " ok "
+            << out.abs().max().item<float>() << " " << out.abs().mean().item<float>() << std::endl;
 }
 
 }  // namespace
