@@ -15,30 +15,35 @@ What it does (everything through the real command-line tools):
    on its own validation.
 2. Untrained reference: ``acids-rave train ... --max-steps 0`` writes the exact initial weights of the run
    (the trainer seeds torch before building the model) as a checkpoint.
-3. Training, ``acids-rave train --config small --batch 8 --set train.n_signal=32768 --threads 2`` for a
-   WALL-CLOCK budget (``--budget-minutes``, default 20, on this machine's 2 cores). Phase 1 runs with
-   ``--phase1-steps`` and ``--max-steps`` out of reach and ``--emit-every N`` (a checkpoint saved and a
-   ``checkpoint`` record emitted every N steps); at the first record after 75 % of the budget the process
-   is stopped (SIGTERM, just after that save) and its step becomes the phase boundary: the run is
-   resumed with ``--resume --phase1-steps <that step>`` (phase 2: adversarial, encoder frozen) until
-   the budget is spent, again stopped right after a save. So phase 1 = the first ~75 %, phase 2 the last
-   ~25 % of the wall-clock budget; the overshoot is at most one save interval. A checkpoint is copied out
-   for the curve about every ``budget / --points`` seconds, plus the boundary and the last one. The CPU
-   seconds of the training processes (user + system, all threads) are measured and printed: the machine
-   is shared, so wall-clock and CPU time differ. Finally ``--resume --max-steps <last step>`` runs the
-   latent analysis (outside the budget) so ``run/last.ckpt`` is a complete model.
+3. Training, ``acids-rave train --config small --batch 8 --set train.n_signal=32768 --threads 1`` for a
+   budget of CPU TIME (``--budget-minutes``, default 20, i.e. 1200 CPU-seconds: user + system time of the
+   training processes, all threads, read from /proc). CPU time rather than wall-clock, because the 2-core
+   machine is shared: other jobs slow the wall clock, not the work done per CPU-second. One torch thread by
+   default (``--threads``): with 2 threads on a busy machine the OpenMP workers spin-wait for each other
+   and that waiting counts as CPU time (measured on this machine at a load average of ~8: 9.5 CPU-s per
+   step with 2 threads, 1.25 with 1), so the budget would buy fewer steps the busier the machine. Phase 1
+   runs with ``--phase1-steps`` and ``--max-steps`` out of reach and ``--emit-every N`` (a checkpoint saved
+   and a ``checkpoint`` record emitted every N steps); at the first record after ``1 - --phase2-share`` of
+   the budget the process is stopped (SIGTERM, just after that save) and its step becomes the phase
+   boundary: the run is resumed with ``--resume --phase1-steps <that step>`` (phase 2: adversarial, encoder
+   frozen) until the budget is spent, again stopped right after a save. The overshoot is at most one save
+   interval. A checkpoint is copied out for the curve about every ``budget / --points`` CPU-seconds, plus
+   the boundary and the last one. Wall-clock is recorded too. Finally ``--resume --max-steps <last step>``
+   runs the latent analysis (outside the budget) so ``run/last.ckpt`` is a complete model.
 4. Evaluation on the TEST files (``--eval-valid``: the valid files too): for the untrained model and every
    copied checkpoint, the multi-scale spectral distance of ``acids_rave.losses.spectral_distance`` with the
    model's ``loss.scales`` and ``log_epsilon`` -- the training definition, exactly as ``Trainer.validate``:
    PQMF reconstruction of the input vs the decoded posterior mean -- over every full 131072-sample test
    chunk, in fixed batches of 8 (the relative term divides by the batch energy, as in training),
-   averaged over the batches. Eval mode: from phase 2 on the decoder's noise branch is on (seeded noise
-   table), as in an exported model.
+   averaged over the batches. Eval mode: the decoder's noise branch, when the checkpoint has it on, reads
+   its seeded noise table, as an exported model does.
 
 Usage (writes bench-out/rave-quality/{results.json,results.md,curve.png,split.json,ckpts/,run/}):
 
-    .venv/bin/python tools/bench/rave_quality.py                       # 20 minutes, the issue's budget
+    .venv/bin/python tools/bench/rave_quality.py                       # 20 CPU-minutes, the issue's budget
     .venv/bin/python tools/bench/rave_quality.py --budget-minutes 3 --out bench-out/rave-quality-smoke
+    # then, on a finished run: its phase 2 again from the boundary, full adversarial weights at once
+    .venv/bin/python tools/bench/rave_quality.py --out bench-out/rave-quality-smoke --phase2-ablation 0
 
 Pass-through training settings: ``--set key=value`` (repeatable), ``--batch``, ``--n-signal``.
 """
@@ -185,22 +190,22 @@ def budgeted(
     run: Run, limit_s: float, offset_s: float, offset_cpu: float, curve: list[dict[str, Any]],
     ckpts: Path, every_s: float, phase: int,
 ) -> dict[str, Any] | None:  # fmt: skip
-    """Copy checkpoints for the curve; stop at the first save after ``limit_s`` (total wall-clock)."""
-    next_mark = (int(offset_s / every_s) + 1) * every_s
+    """Copy checkpoints for the curve; stop at the first save after ``limit_s`` (total CPU seconds)."""
+    next_mark = (int(offset_cpu / every_s) + 1) * every_s
     last = None
     for rec in run.records():
         t = offset_s + run.elapsed()
         cpu = offset_cpu + run.cpu_now()
         last = {"step": int(rec["step"]), "wall_s": t, "cpu_s": cpu, "phase": phase, "src": rec["path"]}
-        done = t >= limit_s
+        done = cpu >= limit_s
         print(
             f"  step {last['step']:6d}  wall {t:7.1f} s  cpu {cpu:7.1f} s  phase {rec['phase']}", flush=True
         )
-        if t >= next_mark or done:
+        if cpu >= next_mark or done:
             dest = ckpts / f"step-{last['step']:07d}.ckpt"
             shutil.copyfile(rec["path"], dest)
             curve.append({**last, "ckpt": str(dest)})
-            while next_mark <= t:
+            while next_mark <= cpu:
                 next_mark += every_s
         if done:
             break
@@ -294,18 +299,74 @@ def plot(
     plt.close(fig)
 
 
+def phase2_ablation(out: Path, warmup: int, steps: int | None, batch: int) -> dict[str, Any]:
+    """Re-run phase 2 of a finished bench from its boundary checkpoint with another adversarial warm-up.
+
+    Same data order, augmentation and RNG as the bench's phase 2 (``Trainer.resume`` restores the RNG,
+    the data position is a function of the step); only ``train.adversarial_warmup_steps`` differs. The
+    same number of phase-2 steps as the bench (or ``steps``), then the same held-out score.
+    """
+    import dataclasses
+
+    from acids_data.dataset import ChunkDataset
+    from acids_rave.data import EpochBatches
+    from acids_rave.train import Trainer
+
+    res = json.loads((out / "results.json").read_text())
+    summary = res["summary"]
+    boundary = summary["boundary_step"]
+    ckpt = next(p["ckpt"] for p in res["curve"] if p["step"] == boundary and p["phase"] == 1)
+    n = steps if steps is not None else summary["phase2"]["steps"]
+    trainer = Trainer.resume(ckpt)
+    cfg = trainer.cfg
+    train = dataclasses.replace(cfg.train, phase1_steps=boundary, adversarial_warmup_steps=warmup)
+    trainer.cfg = trainer.model.config = dataclasses.replace(cfg, train=train)
+    common = {"keys": ["audio"], "crop": train.n_signal, "valid_fraction": train.valid_fraction}
+    ds = ChunkDataset(str(out / "train"), gain_db=train.gain_db, split="train", seed=train.seed, **common)
+    it = EpochBatches(ds, train.batch, rank=0, world=1, seed=train.seed, workers=0).from_step(boundary)
+    cpu0 = time.process_time()
+    logs = [trainer.step(next(it)) for _ in range(n)]
+    cpu = time.process_time() - cpu0
+    dest = out / f"ablation-warmup-{warmup}.ckpt"
+    trainer.save(dest)
+    test = eval_batches(out / "test", batch)
+    result = {
+        "adversarial_warmup_steps": warmup,
+        "boundary_step": boundary,
+        "phase2_steps": n,
+        "cpu_s": cpu,
+        "boundary_test_mss": held_out_mss(ckpt, test),
+        "final_test_mss": held_out_mss(str(dest), test),
+        "bench_final_test_mss": summary["final_test_mss"],
+        "last_log": logs[-1] if logs else {},
+    }
+    (out / f"ablation-warmup-{warmup}.json").write_text(json.dumps(result, indent=1))
+    return result
+
+
+def _fmt(v: float | None) -> str:
+    return "?" if v is None else f"{v:.3g}"
+
+
 # --- main ----------------------------------------------------------------------------------------------
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--budget-minutes", type=float, default=20.0, help="wall-clock training budget")
+    ap.add_argument(
+        "--budget-minutes", type=float, default=20.0, help="training budget in CPU-minutes of the process"
+    )
     ap.add_argument("--phase2-share", type=float, default=0.25, help="last share of the budget in phase 2")
     ap.add_argument("--preset", default="small")
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--n-signal", type=int, default=32768)
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="more config overrides")
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch threads of training (1: CPU time is work, not spin-waits)",
+    )
     ap.add_argument("--emit-every", type=int, default=5, help="phase-1 save/emit interval (steps)")
     ap.add_argument("--emit-every-2", type=int, default=2, help="phase-2 save/emit interval (steps)")
     ap.add_argument("--points", type=int, default=10, help="curve checkpoints over the budget")
@@ -313,12 +374,32 @@ def main() -> None:
     ap.add_argument("--eval-valid", action="store_true", help="also evaluate the valid split")
     ap.add_argument("--no-finalize", action="store_true", help="skip the final latent analysis")
     ap.add_argument("--out", type=Path, default=REPO / "bench-out" / "rave-quality")
+    ap.add_argument(
+        "--phase2-ablation",
+        type=int,
+        default=None,
+        metavar="WARMUP",
+        help="no new run: re-run phase 2 of the finished bench in --out from its boundary checkpoint "
+        "with train.adversarial_warmup_steps=WARMUP (same batches and RNG), score it, write "
+        "ablation-warmup-WARMUP.json",
+    )
+    ap.add_argument("--ablation-steps", type=int, default=None, help="phase-2 steps (default: the bench's)")
     args = ap.parse_args()
 
     import torch
 
     torch.set_num_threads(args.threads)
     out = args.out.resolve()
+    if args.phase2_ablation is not None:
+        r = phase2_ablation(out, args.phase2_ablation, args.ablation_steps, args.batch)
+        print(
+            f"phase 2 with adversarial_warmup_steps={r['adversarial_warmup_steps']}, "
+            f"{r['phase2_steps']} steps ({r['cpu_s']:.0f} CPU-s): "
+            f"{r['boundary_test_mss']:.3f} -> {r['final_test_mss']:.3f} "
+            f"(the bench's phase 2: {r['bench_final_test_mss']:.3f})",
+            flush=True,
+        )
+        return
     out.mkdir(parents=True, exist_ok=True)
     log_path = out / "stderr.log"
 
@@ -361,7 +442,7 @@ def main() -> None:
     cmd1 = train_cmd(args, datasets["train"], run_dir, *cfg_args, "--phase1-steps", str(BIG),
                      "--max-steps", str(BIG), "--emit-every", str(args.emit_every))  # fmt: skip
     commands.append(cmd1)
-    print(f"phase 1 until {p1_limit:.0f} s wall-clock: {' '.join(cmd1)}", flush=True)
+    print(f"phase 1 until {p1_limit:.0f} CPU-s: {' '.join(cmd1)}", flush=True)
     r1 = Run(cmd1, log_path)
     last1 = budgeted(r1, p1_limit, 0.0, 0.0, curve, ckpts, every, 1)
     rc = r1.finish(stop=True)
@@ -372,7 +453,7 @@ def main() -> None:
     cmd2 = train_cmd(args, datasets["train"], run_dir, "--resume", "--phase1-steps", str(boundary),
                      "--max-steps", str(BIG), "--emit-every", str(args.emit_every_2))  # fmt: skip
     commands.append(cmd2)
-    print(f"phase 2 from step {boundary} until {budget:.0f} s: {' '.join(cmd2)}", flush=True)
+    print(f"phase 2 from step {boundary} until {budget:.0f} CPU-s: {' '.join(cmd2)}", flush=True)
     r2 = Run(cmd2, log_path)
     last2 = budgeted(r2, budget, r1.wall, r1.cpu, curve, ckpts, every, 2)
     rc = r2.finish(stop=True)
@@ -414,9 +495,19 @@ def main() -> None:
     eval_s = time.perf_counter() - t0
     at_boundary = next(p for p in curve if p["step"] == boundary)
     final = curve[-1]
+    last_log: dict[str, Any] = {}
+    metrics_path = run_dir / "metrics.jsonl"
+    if metrics_path.is_file():
+        lines = [ln for ln in metrics_path.read_text().splitlines() if ln.strip()]
+        last_log = json.loads(lines[-1]) if lines else {}
     summary = {
         "preset": args.preset,
         "budget_minutes": args.budget_minutes,
+        "budget_kind": "CPU time of the training processes",
+        "phase2_share": args.phase2_share,
+        "overrides": args.set,
+        "final_lr": last_log.get("lr"),
+        "final_adversarial_ramp": last_log.get("adversarial_ramp"),
         "train_wall_s": train_wall,
         "train_cpu_s": train_cpu,
         "threads": args.threads,
@@ -448,14 +539,16 @@ def main() -> None:
         )
     verdict = [
         f"reference: a silent output scores {silence:.3f} ({silence / untrained:.3f} of untrained)",
-        f"budget {args.budget_minutes:g} min wall-clock, {args.threads} threads: {train_wall:.0f} s wall, "
-        f"{train_cpu:.0f} CPU-s used ({train_cpu / max(train_wall, 1e-9):.2f} cores on average)",
-        f"phase 1: {p1['steps']} steps, {p1['wall_s']:.0f} s; "
-        f"phase 2: {p2['steps']} steps, {p2['wall_s']:.0f} s",
+        f"budget {args.budget_minutes:g} CPU-minutes, {args.threads} torch threads: {train_cpu:.0f} CPU-s "
+        f"used in {train_wall:.0f} s wall ({train_cpu / max(train_wall, 1e-9):.2f} cores on average)",
+        f"phase 1: {p1['steps']} steps, {p1['cpu_s']:.0f} CPU-s; "
+        f"phase 2: {p2['steps']} steps, {p2['cpu_s']:.0f} CPU-s",
         f"final ratio {final['ratio']:.3f} vs target < {TARGET:.2f}: "
         f"{'MET' if summary['meets_target'] else 'NOT MET'}",
         f"phase 2: {at_boundary['test_mss']:.3f} -> {final['test_mss']:.3f} "
-        f"({'WORSE' if summary['phase2_worse'] else 'not worse'})",
+        f"({'WORSE' if summary['phase2_worse'] else 'not worse'}); at the last step the generator lr is "
+        f"{_fmt(summary['final_lr'])} and the adversarial weights are at "
+        f"{_fmt(summary['final_adversarial_ramp'])} of their values (train.adversarial_warmup_steps)",
     ]
     text = "\n".join([*rows, "", *verdict])
     print(text, flush=True)
@@ -466,8 +559,8 @@ def main() -> None:
         )
     )
     title = (
-        f"acids-rave {args.preset}, batch {args.batch} x {args.n_signal}, {args.budget_minutes:g} min budget "
-        f"({train_cpu:.0f} CPU-s); final ratio {final['ratio']:.2f}"
+        f"acids-rave {args.preset}, batch {args.batch} x {args.n_signal}, {args.budget_minutes:g} CPU-min "
+        f"budget ({train_cpu:.0f} CPU-s, {args.threads} threads); final ratio {final['ratio']:.2f}"
     )
     plot(out / "curve.png", curve, boundary, untrained, silence, title)
     print(f"wrote {out / 'results.json'}, {out / 'curve.png'}", flush=True)

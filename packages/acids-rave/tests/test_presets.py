@@ -22,8 +22,9 @@ def test_preset_builds_and_runs(name):
         y = model(x)
     assert z.shape == (1, cfg.latent_size, 1)
     assert y.shape == x.shape and torch.isfinite(y).all()
-    if cfg.decoder.noise.enabled:  # the phase-2 noise branch
-        model.decoder.noise_gain.fill_(1.0)
+    if cfg.decoder.noise.enabled:  # the noise branch is on from step 0 (trained in phase 1)
+        assert float(model.decoder.noise_gain) == 1.0
+        model.decoder.noise_gain.fill_(0.0)
         with torch.no_grad():
             assert not torch.equal(model(x), y)
 

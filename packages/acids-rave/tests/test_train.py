@@ -1,7 +1,11 @@
+import dataclasses
+from typing import Any
+
 import torch
 
 from acids_rave import checkpoint
-from acids_rave.train import Trainer, beta_at, fit
+from acids_rave.config import NoiseConfig, RaveConfig
+from acids_rave.train import Trainer, adversarial_ramp_at, beta_at, fit, lr_at, noise_gain_at
 
 
 def _chunks(real_audio, n, length):
@@ -55,3 +59,89 @@ def test_beta_warmup(tiny):
     assert abs(beta_at(tiny, 0) - tiny.loss.beta_start) < 1e-12
     assert beta_at(tiny, tiny.loss.beta_warmup_steps) == tiny.loss.beta
     assert beta_at(tiny, 3) < beta_at(tiny, 6) < tiny.loss.beta
+
+
+def _tiny_with_noise(tiny: RaveConfig, phase1_steps: int, **noise: Any) -> RaveConfig:
+    """tiny + the noise branch (noise frames of 4 band samples), the switch at ``phase1_steps``."""
+    branch = NoiseConfig(enabled=True, hidden=8, ratios=(2, 2), noise_bands=3, **noise)
+    return dataclasses.replace(
+        tiny,
+        decoder=dataclasses.replace(tiny.decoder, noise=branch),
+        train=dataclasses.replace(tiny.train, phase1_steps=phase1_steps, adversarial_warmup_steps=10),
+    )
+
+
+def _notes_then_silence(real_audio):
+    """Two batches of 4 violin chunks, every other one silent in its second half (like padded one-shots:
+    silence is where an untrained noise branch shows)."""
+    x = _chunks(real_audio, 8, 4096)
+    x[1::2, :, 2048:] = 0
+    return [x[i : i + 4] for i in range(0, 8, 4)]
+
+
+def test_noise_branch_is_trained_in_phase1(tiny, real_audio):
+    cfg = _tiny_with_noise(tiny, phase1_steps=20)
+    batches = _notes_then_silence(real_audio)
+    torch.manual_seed(0)
+    trainer = Trainer(cfg)
+    branch = trainer.model.decoder.noise
+    start = [p.detach().clone() for p in branch.parameters()]
+    assert float(trainer.model.decoder.noise_gain) == 1.0  # on from step 0, in checkpoints too
+    trainer.step(batches[0])
+    assert trainer.phase == 1
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in branch.parameters())
+    fit(trainer, batches, max_steps=20)
+    assert trainer.state.step == 20 and all(log["phase"] == 1.0 for log in trainer.state.history)
+    for p, p0 in zip(branch.parameters(), start, strict=True):
+        assert (p.detach() - p0).norm() > 1e-3 * p0.norm().clamp_min(1e-3)
+    # the old behaviour (branch added at the switch) leaves it untouched in phase 1
+    torch.manual_seed(0)
+    late = Trainer(_tiny_with_noise(tiny, phase1_steps=20, from_phase1=False))
+    start = [p.detach().clone() for p in late.model.decoder.noise.parameters()]
+    fit(late, batches, max_steps=5)
+    for p, p0 in zip(late.model.decoder.noise.parameters(), start, strict=True):
+        torch.testing.assert_close(p.detach(), p0, atol=0, rtol=0)
+
+
+def test_phase_switch_does_not_jump_the_reconstruction(tiny, real_audio):
+    """A tiny model trained for 120 phase-1 steps: the held-out distance 1 and 4 steps into phase 2 stays
+    within 4 % of its value at the switch. Contrast: a noise branch added untrained at the switch (the
+    old behaviour; upstream v1) jumps it by more than that (measured +10 %)."""
+    batches = _notes_then_silence(real_audio)
+    tolerance = 1.04
+
+    def across_switch(cfg: RaveConfig) -> tuple[float, list[float]]:
+        torch.manual_seed(0)
+        trainer = Trainer(cfg)
+        fit(trainer, batches, max_steps=cfg.train.phase1_steps)
+        before = trainer.validate(batches)
+        after = []
+        for n in (1, 4):
+            fit(trainer, batches, max_steps=cfg.train.phase1_steps + n)
+            after.append(trainer.validate(batches))
+        assert trainer.phase == 2
+        return before, after
+
+    before, after = across_switch(_tiny_with_noise(tiny, phase1_steps=120))
+    assert max(after) < tolerance * before, (before, after)
+    before, after = across_switch(
+        _tiny_with_noise(tiny, phase1_steps=120, from_phase1=False, fade_in_steps=0)
+    )
+    assert after[0] > tolerance * before, (before, after)
+
+
+def test_schedules(tiny):
+    cfg = dataclasses.replace(
+        tiny,
+        train=dataclasses.replace(
+            tiny.train, lr=1e-3, lr_end=1e-4, phase1_steps=100, adversarial_warmup_steps=10
+        ),
+    )
+    assert lr_at(cfg, 0) == 1e-3 and abs(lr_at(cfg, 50) - 5.5e-4) < 1e-12
+    assert abs(lr_at(cfg, 100) - 1e-4) < 1e-12 and abs(lr_at(cfg, 10_000) - 1e-4) < 1e-12
+    assert adversarial_ramp_at(cfg, 99) == 0.0
+    assert adversarial_ramp_at(cfg, 100) == 0.1 and adversarial_ramp_at(cfg, 109) == 1.0
+    assert noise_gain_at(cfg, 0) == 0.0  # tiny has no noise branch
+    late = _tiny_with_noise(cfg, phase1_steps=100, from_phase1=False, fade_in_steps=4)
+    assert [noise_gain_at(late, s) for s in (99, 100, 101, 103, 500)] == [0.0, 0.25, 0.5, 1.0, 1.0]
+    assert noise_gain_at(_tiny_with_noise(cfg, phase1_steps=100), 0) == 1.0

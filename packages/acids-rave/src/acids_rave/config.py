@@ -53,6 +53,11 @@ class NoiseConfig:
     ratios: tuple[int, ...] = (2, 2, 2)
     #: filter-shape points per PQMF band
     noise_bands: int = 5
+    #: True: the branch is part of the decoder from step 0 and phase 1's reconstruction loss trains it
+    #: (upstream v2_small). False: it is added at the phase switch (upstream v1), faded in linearly over
+    #: ``fade_in_steps`` phase-2 steps (an untrained branch switched on at once costs accuracy)
+    from_phase1: bool = True
+    fade_in_steps: int = 1_000
 
 
 @dataclass(frozen=True)
@@ -101,13 +106,22 @@ class TrainConfig:
     batch: int = 8
     #: samples per training example (a multiple of the compression ratio)
     n_signal: int = 131_072
-    lr: float = 1e-4
+    #: generator (encoder + decoder) learning rate at step 0, decayed linearly to ``lr_end`` at
+    #: ``phase1_steps`` and kept there in phase 2 (upstream: 1e-3 -> 1e-4, LinearLR over phase 1)
+    lr: float = 1e-3
+    lr_end: float = 1e-4
+    #: discriminator learning rate (upstream 1e-4)
+    lr_discriminator: float = 1e-4
     betas: tuple[float, float] = (0.5, 0.9)
     #: phase 1 (VAE + spectral) steps, then phase 2 (adversarial, encoder frozen)
     phase1_steps: int = 1_000_000
     max_steps: int = 6_000_000
     #: one discriminator update every N phase-2 steps
     update_discriminator_every: int = 1
+    #: the generator's adversarial and feature-matching weights ramp linearly from 0 to their values
+    #: over the first N phase-2 steps, while the discriminator (untrained at the switch) trains at full
+    #: rate; the spectral distance keeps its weight throughout. 0: full weights at the switch
+    adversarial_warmup_steps: int = 10_000
     val_every: int = 10_000
     save_every: int = 10_000
     valid_fraction: float = 0.02
@@ -177,7 +191,17 @@ def _tiny() -> RaveConfig:
         decoder=DecoderConfig(capacity=4, dilations=dil),
         discriminator=DiscriminatorConfig(capacity=4, n_layers=2, n_scales=2, periods=(2, 3)),
         loss=LossConfig(scales=(512, 256, 128), multiband_scales=(64, 32, 16), beta_warmup_steps=10),
-        train=TrainConfig(batch=4, n_signal=8192, lr=1e-3, phase1_steps=20, max_steps=40, val_every=10),
+        train=TrainConfig(
+            batch=4,
+            n_signal=8192,
+            lr=1e-3,
+            lr_end=1e-3,
+            lr_discriminator=1e-3,
+            phase1_steps=20,
+            max_steps=40,
+            val_every=10,
+            adversarial_warmup_steps=0,
+        ),
     )
 
 
@@ -212,6 +236,11 @@ def validate(cfg: RaveConfig) -> None:
         raise ValueError("encoder.dilations needs one tuple per encoder ratio")
     if cfg.decoder.kind == "v2" and len(cfg.decoder.dilations) != len(cfg.encoder.ratios):
         raise ValueError("decoder.dilations needs one tuple per encoder ratio (v2)")
+    t = cfg.train
+    if min(t.lr, t.lr_end, t.lr_discriminator) <= 0:
+        raise ValueError("train.lr, train.lr_end and train.lr_discriminator must be > 0")
+    if t.adversarial_warmup_steps < 0 or cfg.decoder.noise.fade_in_steps < 0:
+        raise ValueError("train.adversarial_warmup_steps and decoder.noise.fade_in_steps must be >= 0")
     if cfg.latent_size < 1 or cfg.channels < 1:
         raise ValueError("latent_size and channels must be >= 1")
     if cfg.train.n_signal % cfg.compression_ratio:

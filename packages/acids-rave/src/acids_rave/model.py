@@ -194,8 +194,10 @@ class Decoder(nn.Module):
 
     v2: conv, per reversed ratio [LeakyReLU, up-sampling halving channels, dilated units], then
     ``tanh(wave) * sigmoid(amplitude)``. v1: the same trunk with v1 residual pairs, then
-    ``tanh(wave) * modulated-sigmoid(loudness)``. Both add filtered noise when it is enabled and
-    ``noise_gain`` (a buffer, 0 during phase 1, 1 from phase 2 on) is non-zero.
+    ``tanh(wave) * modulated-sigmoid(loudness)``. Both add filtered noise, scaled by ``noise_gain``,
+    when it is enabled and the gain is non-zero. The gain is a buffer (so checkpoints and exports carry
+    it): 1 from step 0 with ``noise.from_phase1`` (the default: phase 1 trains the branch); otherwise 0
+    in phase 1 and faded in to 1 by the trainer after the phase switch.
     """
 
     def __init__(self, cfg: RaveConfig):
@@ -226,7 +228,8 @@ class Decoder(nn.Module):
             self.loudness = Conv1d(c, cfg.channels, 3, causal=causal)
         self.use_noise = d.noise.enabled
         self.noise = NoiseGenerator(c, self.out_bands, cfg) if d.noise.enabled else nn.Identity()
-        self.register_buffer("noise_gain", torch.zeros(()))
+        on = d.noise.enabled and d.noise.from_phase1
+        self.register_buffer("noise_gain", torch.full((), 1.0 if on else 0.0))
         self.channels = cfg.channels
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:

@@ -1,9 +1,14 @@
 """Two-phase RAVE training (the only module that imports optimizers).
 
 Phase 1 (steps < ``phase1_steps``): VAE with the multi-scale spectral distance (multiband + fullband)
-and a KL term whose weight warms up log-linearly. Phase 2: the encoder is frozen, the noise branch is
-switched on, and the decoder is trained adversarially (hinge + feature matching, weight applied once)
-against the discriminator, whose own step sees a detached reconstruction (no gradient into the decoder).
+and a KL term whose weight warms up log-linearly; the noise branch is part of the decoder and trained
+too (``decoder.noise.from_phase1``, the default). Phase 2: the encoder is frozen and the decoder is
+trained adversarially (hinge + feature matching, weight applied once) against the discriminator, whose
+own step sees a detached reconstruction (no gradient into the decoder); the spectral distance keeps its
+weight, and the adversarial terms are ramped in over ``train.adversarial_warmup_steps`` while the
+discriminator, untrained at the switch, learns. The generator learning rate decays linearly from
+``train.lr`` to ``train.lr_end`` over phase 1 (upstream's schedule); every schedule is a function of
+the step, so resuming is exact.
 
 The fullband target is the PQMF reconstruction of the input (the input delayed by the causal PQMF's
 latency), so causal models are not asked to predict the future.
@@ -35,6 +40,35 @@ def beta_at(cfg: RaveConfig, step: int) -> float:
         return lc.beta
     a = step / lc.beta_warmup_steps
     return math.exp((1 - a) * math.log(lc.beta_start) + a * math.log(lc.beta))
+
+
+def lr_at(cfg: RaveConfig, step: int) -> float:
+    """Generator learning rate: linear from ``lr`` (step 0) to ``lr_end`` (``phase1_steps``), then flat."""
+    t = cfg.train
+    a = min(step / t.phase1_steps, 1.0) if t.phase1_steps > 0 else 1.0
+    return t.lr + a * (t.lr_end - t.lr)
+
+
+def adversarial_ramp_at(cfg: RaveConfig, step: int) -> float:
+    """Factor of the adversarial and feature-matching weights: 0 in phase 1, then a linear ramp to 1."""
+    t = cfg.train
+    k = step - t.phase1_steps
+    if k < 0:
+        return 0.0
+    return min((k + 1) / t.adversarial_warmup_steps, 1.0) if t.adversarial_warmup_steps > 0 else 1.0
+
+
+def noise_gain_at(cfg: RaveConfig, step: int) -> float:
+    """Gain of the decoder's noise branch at ``step`` (0 when the config has none)."""
+    n = cfg.decoder.noise
+    if not n.enabled:
+        return 0.0
+    if n.from_phase1:
+        return 1.0
+    k = step - cfg.train.phase1_steps
+    if k < 0:
+        return 0.0
+    return min((k + 1) / n.fade_in_steps, 1.0) if n.fade_in_steps > 0 else 1.0
 
 
 @dataclass
@@ -103,7 +137,7 @@ class Trainer:
         t = cfg.train
         gen_params = list(self.model.encoder.parameters()) + list(self.model.decoder.parameters())
         self.opt_g = torch.optim.Adam(gen_params, lr=t.lr, betas=t.betas)
-        self.opt_d = torch.optim.Adam(self.discriminator.parameters(), lr=t.lr, betas=t.betas)
+        self.opt_d = torch.optim.Adam(self.discriminator.parameters(), lr=t.lr_discriminator, betas=t.betas)
         self.state = TrainState()
         self._autoencoder: nn.Module = _Autoencoder(self.model)
         self._disc: nn.Module = self.discriminator
@@ -114,10 +148,13 @@ class Trainer:
         return 1 if self.state.step < self.cfg.train.phase1_steps else 2
 
     def _enter_phase(self) -> None:
+        """Apply the phase and the step's schedules (noise gain, generator learning rate)."""
         if self.phase == 2:
             self.model.encoder.eval()  # frozen, BatchNorm statistics included
             self.model.encoder.requires_grad_(False)
-            self.model.decoder.noise_gain.fill_(1.0)
+        self.model.decoder.noise_gain.fill_(noise_gain_at(self.cfg, self.state.step))
+        for group in self.opt_g.param_groups:
+            group["lr"] = lr_at(self.cfg, self.state.step)
         if self.world_size > 1 and self._wrapped_phase != self.phase:
             self._wrap()
 
@@ -126,8 +163,9 @@ class Trainer:
         from torch.nn.parallel import DistributedDataParallel as DDP
 
         ids = [self.device.index] if self.device.type == "cuda" else None
-        # in phase 1 the noise branch (off) has no gradient
-        unused = self.phase == 1 and self.cfg.decoder.noise.enabled
+        # a noise branch that joins at the switch has no gradient in phase 1
+        noise = self.cfg.decoder.noise
+        unused = self.phase == 1 and noise.enabled and not noise.from_phase1
         self._autoencoder = DDP(_Autoencoder(self.model), device_ids=ids, find_unused_parameters=unused)
         if self._disc is self.discriminator:
             self._disc = DDP(self.discriminator, device_ids=ids)
@@ -191,7 +229,8 @@ class Trainer:
                 feature_matching(a, b, cfg.loss.relative_feature_matching, mean_across=self._mean_across)
                 for a, b in zip(f_real, f_fake, strict=True)
             )
-            loss = loss + cfg.loss.adversarial * adv + cfg.loss.feature_matching * fm
+            ramp = adversarial_ramp_at(cfg, self.state.step)
+            loss = loss + ramp * (cfg.loss.adversarial * adv + cfg.loss.feature_matching * fm)
             logs.update(adversarial=adv.detach(), feature_matching=fm.detach())
         self.opt_g.zero_grad(set_to_none=True)
         loss.backward()
@@ -203,6 +242,11 @@ class Trainer:
         out = {"phase": float(phase), **dict(zip(logs, values, strict=True))}
         if phase == 1:
             out["beta"] = beta
+        else:
+            out["adversarial_ramp"] = ramp
+        out["lr"] = self.opt_g.param_groups[0]["lr"]
+        if cfg.decoder.noise.enabled:
+            out["noise_gain"] = float(self.model.decoder.noise_gain)
         self.state.step += 1
         return out
 
