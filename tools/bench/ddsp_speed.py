@@ -41,6 +41,10 @@ What it does:
   model) and TorchScript (its exported ``.ts`` / our nn~ ``ScriptedDDSP``). Latency: compute ms per call
   (median, p95; max in the JSON); the algorithmic latency of both is the host buffer (neither model has
   look-ahead).
+* **bfloat16** (``-bf16`` cases): ours with ``DDSP.set_precision("bf16")`` / ``ScriptedDDSP(...,
+  precision="bf16")`` (the opt-in nn~ path: decoder Linear and GRU weights in bfloat16, activations and
+  synthesis float32; needs a CPU with bfloat16 arithmetic); the baseline is the same float32 model as in
+  the plain cases (it has no such option).
 * **Training step**: the same batch (16 x 4 s violin crops at 16 kHz, its shipped BATCH and signal_length):
   the baseline's train.py step (forward, its multiscale_fft scales 4096..128 lin+log, Adam 1e-3, no clip)
   with its own functions, ours ``acids_ddsp.train.train_step`` (its loss: 2048..64 lin+log, Adam +
@@ -95,6 +99,22 @@ CASES: dict[str, dict] = {
     "offline-48k": {"kind": "offline", "sr": 48000, "block": 512, "f0": "violin"},
     "stream-48k": {"kind": "stream", "sr": 48000, "block": 512, "f0": "violin", "path": "eager"},
     "stream-48k-ts": {"kind": "stream", "sr": 48000, "block": 512, "f0": "violin", "path": "ts"},
+    "stream-48k-bf16": {
+        "kind": "stream",
+        "sr": 48000,
+        "block": 512,
+        "f0": "violin",
+        "path": "eager",
+        "precision": "bf16",
+    },
+    "stream-48k-ts-bf16": {
+        "kind": "stream",
+        "sr": 48000,
+        "block": 512,
+        "f0": "violin",
+        "path": "ts",
+        "precision": "bf16",
+    },
     "stream-48k-low": {"kind": "stream", "sr": 48000, "block": 512, "f0": "low", "path": "eager"},
     "stream-48k-norev": {
         "kind": "stream",
@@ -421,6 +441,7 @@ class Worker:
             st["loss"] = from_config(cfg)
             return st
         model.eval()
+        precision = spec.get("precision", "fp32")  # ours only: the baseline runs as shipped (float32)
         f0, ld = self.controls(spec)
         f = torch.from_numpy(f0).reshape(1, -1)
         lo = torch.from_numpy(ld).reshape(1, -1)
@@ -432,10 +453,11 @@ class Worker:
         if spec.get("path") == "ts":
             from acids_ddsp.export import ScriptedDDSP, script
 
-            st["ts"] = script(ScriptedDDSP(model, streaming=True))
+            st["ts"] = script(ScriptedDDSP(model, streaming=True, precision=precision))
             x = torch.stack([f, lo], dim=1)  # (1, 2, F): what nn~ hands at in_ratio = hop
             st["calls"] = [(x[:, :, i * per : (i + 1) * per],) for i in range(n)]
         else:
+            model.set_precision(precision)
             model.set_streaming(True)
             st["calls"] = [(f[:, i * per : (i + 1) * per], lo[:, i * per : (i + 1) * per]) for i in range(n)]
         st["next"] = 0
@@ -746,6 +768,8 @@ DESCRIBE = {
     "offline-48k": "offline 10 s, 48 kHz, block 512, violin f0",
     "stream-48k": "stream 1024-sample calls, 48 kHz, block 512, eager",
     "stream-48k-ts": "stream 1024-sample calls, 48 kHz, TorchScript (ddsp~ .ts / nn~ ScriptedDDSP)",
+    "stream-48k-bf16": "stream 1024, 48 kHz, eager, ours with bfloat16 decoder weights (opt-in)",
+    "stream-48k-ts-bf16": "stream 1024, 48 kHz, TorchScript, ours with bfloat16 decoder weights (opt-in)",
     "stream-48k-low": "stream 1024, 48 kHz, eager, f0 60-78 Hz (all harmonics)",
     "stream-48k-norev": "stream 1024, 48 kHz, eager, ours without reverb (as the baseline's realtime path)",
     "stream-16k": "stream 1024-sample calls, 16 kHz, block 128, eager",

@@ -17,15 +17,15 @@ from acids_ddsp.cli import main
 from acids_ddsp.model import DDSP
 
 PHRASE = Path("/work/shared/data/phrases/16000/violin_phrases.flac")
-TRAIN = [
-    "--config",
-    "tiny",
+OPTS = [
     "--no-tensorboard",
     "--set",
     "train.batch_size=2",
     "--set",
     "train.crop_seconds=0.5",
 ]
+TRAIN = ["--config", "tiny", *OPTS]
+TRAIN_AE = ["--config", "tiny-ae", *OPTS]
 
 
 @pytest.fixture(scope="module")
@@ -51,17 +51,18 @@ def _records(stdout: str) -> list[dict]:
     return [json.loads(line) for line in stdout.splitlines() if line.strip()]
 
 
-def test_train_resumes_bit_for_bit_and_emits_a_checkpoint(dataset, tmp_path):
+@pytest.mark.parametrize("train_args", [TRAIN, TRAIN_AE], ids=["tiny", "tiny-ae"])
+def test_train_resumes_bit_for_bit_and_emits_a_checkpoint(dataset, tmp_path, train_args):
     runner = CliRunner()
     straight = runner.invoke(
-        main, ["train", str(dataset / "data"), "-o", str(tmp_path / "a"), "--steps", "4", *TRAIN]
+        main, ["train", str(dataset / "data"), "-o", str(tmp_path / "a"), "--steps", "4", *train_args]
     )
     assert straight.exit_code == 0, straight.output
     (rec,) = _records(straight.stdout)
     assert rec["kind"] == "checkpoint" and Path(rec["path"]).exists()
     for steps in ("2", "4"):  # a run stopped after 2 steps, then continued
         r = runner.invoke(
-            main, ["train", str(dataset / "data"), "-o", str(tmp_path / "b"), "--steps", steps, *TRAIN]
+            main, ["train", str(dataset / "data"), "-o", str(tmp_path / "b"), "--steps", steps, *train_args]
         )
         assert r.exit_code == 0, r.output
     a = checkpoint.read(tmp_path / "a" / "last.ckpt")["payload"]
@@ -95,6 +96,57 @@ def test_transfer_writes_audio_and_a_record(dataset, tmp_path):
     assert sr == 16000 and len(y) == 4 * 16000 and np.isfinite(y).all()
 
 
+def test_autoencoder_train_stores_the_mean_z_and_transfer_uses_z(dataset, tmp_path):
+    """tiny-ae: training stores the mean z of its data; transfer encodes the source (or --mean-z)."""
+    sf = pytest.importorskip("soundfile")
+    from acids_ddsp.train import mean_latent
+
+    runner = CliRunner()
+    r = runner.invoke(
+        main, ["train", str(dataset / "data"), "-o", str(tmp_path / "run"), "--steps", "3", *TRAIN_AE]
+    )
+    assert r.exit_code == 0, r.output
+    ckpt = tmp_path / "run" / "last.ckpt"
+    model = checkpoint.load(ckpt)
+    assert model.has_encoder and model.z_mean.abs().sum() > 0
+    from acids_data.dataset import ChunkDataset
+
+    indices = ChunkDataset(dataset / "data", keys=("audio",), split="train").indices  # as training's
+    torch.testing.assert_close(model.z_mean, mean_latent(model, dataset / "data", indices))
+    outs = {}
+    for flag in ([], ["--mean-z"]):
+        out = tmp_path / f"out{len(flag)}.wav"
+        r = runner.invoke(main, ["transfer", str(ckpt), str(dataset / "a.wav"), str(out), "--no-plot", *flag])
+        assert r.exit_code == 0, r.output
+        (rec,) = _records(r.stdout)
+        assert rec["z"] == ("mean" if flag else "source")
+        outs[rec["z"]] = sf.read(out, dtype="float32")[0]
+    # offline reference: the same adjusted features, z encoded from the source audio
+    from acids_data.features import compute_features
+    from acids_ddsp.transfer import adjust
+
+    x = sf.read(dataset / "a.wav", dtype="float32")[0][None]
+    feats = compute_features(x, 16000, 64, ["loudness", "f0"])
+    stats = checkpoint.read(ckpt)["payload"]["stats"]
+    f0, loudness, _ = adjust(feats["f0"], feats["f0_confidence"], feats["loudness"], stats)
+    with torch.no_grad():
+        expected = model(torch.from_numpy(f0)[None], torch.from_numpy(loudness)[None], torch.from_numpy(x))
+    np.testing.assert_allclose(outs["source"], expected[0, 0].numpy(), atol=1e-6)
+    assert np.abs(outs["source"] - outs["mean"]).max() > 1e-4
+
+
+def test_mean_z_needs_an_autoencoder(dataset, tmp_path):
+    runner = CliRunner()
+    r = runner.invoke(
+        main, ["train", str(dataset / "data"), "-o", str(tmp_path / "run"), "--steps", "1", *TRAIN]
+    )
+    assert r.exit_code == 0, r.output
+    r = runner.invoke(
+        main, ["transfer", str(tmp_path / "run" / "last.ckpt"), str(dataset / "a.wav"), "o.wav", "--mean-z"]
+    )
+    assert r.exit_code == 2 and "no encoder" in r.output
+
+
 def test_transfer_missing_input_exits_66(tmp_path):
     r = CliRunner().invoke(
         main, ["transfer", str(tmp_path / "none.ckpt"), str(tmp_path / "none.wav"), "o.wav"]
@@ -109,9 +161,24 @@ def test_info_counts_parameters():
     assert 4_000_000 < rec["parameters"] < 6_000_000
 
 
-def test_bad_config_key_is_a_usage_error():
-    r = CliRunner().invoke(main, ["info", "--config", "tiny", "--set", "synth.nope=1"])
-    assert r.exit_code == 2
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--config", "tiny", "--set", "synth.nope=1"], "synth.nope"),
+        (["--config", "small-ae", "--set", "encoder.n_fft=1000"], "multiple of the hop"),
+        (["--config", "tiny-ae", "--set", "encoder.n_mfcc=30"], "n_mfcc"),
+    ],
+)
+def test_bad_config_is_a_usage_error(args, message):
+    r = CliRunner().invoke(main, ["info", *args])
+    assert r.exit_code == 2 and message in r.output, r.output
+
+
+def test_info_of_the_autoencoder_preset():
+    r = CliRunner().invoke(main, ["info", "--config", "small-ae"])
+    assert r.exit_code == 0, r.output
+    (rec,) = _records(r.stdout)
+    assert rec["encoder_parameters"] == 19_532 and rec["config"]["encoder"]["kind"] == "mfcc"
 
 
 def test_two_process_ddp_matches_one_process(dataset, tmp_path):

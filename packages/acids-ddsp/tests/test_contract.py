@@ -12,7 +12,7 @@ from acids_ddsp.config import preset
 from acids_ddsp.model import DDSP
 
 # nn.GRU's flat weights trigger a torch.export UserWarning that is about torch internals, not this model
-pytestmark = pytest.mark.filterwarnings("ignore:The tensor attributes self.decoder.gru:UserWarning")
+pytestmark = pytest.mark.filterwarnings("ignore:The tensor attributes self.*gru:UserWarning")
 
 
 class TestTinyDDSP(ModelContract):
@@ -48,6 +48,34 @@ class TestTinyDDSP(ModelContract):
         return step // self.hop + 1
 
 
+class TestTinyAutoencoder(TestTinyDDSP):
+    """The autoencoder variant: f0, loudness frames and the audio they come from (z from the MFCC encoder)."""
+
+    def make_model(self):
+        torch.manual_seed(0)
+        return DDSP(preset("tiny-ae")).eval()
+
+    def make_input(self, batch, length):
+        f0, loudness = random_controls(batch, length // self.hop)
+        # a harmonic tone with a drifting spectrum + noise: MFCCs that change from frame to frame
+        t = torch.arange(length) / 16000.0
+        tone = sum(torch.sin(2 * torch.pi * 220.0 * k * t) * (t * k).cos() / k for k in range(1, 6))
+        audio = 0.3 * tone + 0.05 * torch.randn(batch, 1, length)
+        return f0, loudness, audio
+
+    def split_input(self, inputs, block):
+        f0, loudness, audio = inputs
+        frames = block // self.hop
+        return list(
+            zip(f0.split(frames, -1), loudness.split(frames, -1), audio.split(block, -1), strict=True)
+        )
+
+    def causal_horizon(self, step, input_index, input_length):
+        """Sample ``step`` depends on frames <= its frame, and on audio up to the end of its frame."""
+        frame = step // self.hop
+        return (frame + 1) * self.hop if input_index == 2 else frame + 1
+
+
 @pytest.mark.parametrize("sizes", [[1] * 12, [3, 5, 1, 7, 2, 6], [12], [2, 10]])
 def test_streaming_in_uneven_blocks(sizes):
     """Streaming == offline for any sequence of block sizes (in frames), reverb and noise tails included."""
@@ -75,7 +103,7 @@ def test_streaming_restarts_fresh():
     torch.testing.assert_close(again, first)
 
 
-@pytest.mark.parametrize("name", ["full", "full-48k", "small", "small-48k", "tiny"])
+@pytest.mark.parametrize("name", ["full", "full-48k", "small", "small-48k", "tiny", "small-ae", "tiny-ae"])
 def test_presets_build_and_run(name):
     cfg = preset(name)
     model = DDSP(cfg).eval()

@@ -102,3 +102,60 @@ def test_wav_streams_are_read_without_seeking(subtype):
     while (block := reader.read(300)) is not None:
         blocks.append(block)
     np.testing.assert_allclose(np.concatenate(blocks), expected, atol=1e-6)
+
+
+@pytest.fixture(scope="module")
+def ae_path(tmp_path_factory):
+    torch.manual_seed(0)
+    model = DDSP(preset("tiny-ae")).eval()
+    model.z_mean.copy_(torch.tensor([0.5, -1.0, 0.25, 2.0]))
+    path = tmp_path_factory.mktemp("stream_ae") / "tiny-ae.ckpt"
+    checkpoint.save(model, path)
+    return path
+
+
+def test_autoencoder_audio_stream_encodes_the_same_z_as_offline(ae_path, tmp_path):
+    """tiny-ae through a pipe: z from the streamed input (delayed with the features) == offline z."""
+    from acids_data.features import compute_features
+
+    x = _phrase(2.0)
+    raw = tmp_path / "in.f32"
+    raw.write_bytes(x.astype("<f4").tobytes())
+    out = _pipe(f"cat {raw} | {EXE} -q stream {ae_path} --block 320 --loudness-shift -3 | cat", b"")
+    streamed = np.frombuffer(out, "<f4")
+    feats = compute_features(x[None], 16000, 64, ["loudness", "f0"])
+    f0, loudness = adjust_frames(feats["f0"], feats["f0_confidence"], feats["loudness"], 0.0, -3.0, 0.0)
+    model = checkpoint.load(ae_path)
+    n = len(f0) * 64
+    with torch.no_grad():
+        offline = model(
+            torch.from_numpy(f0)[None], torch.from_numpy(loudness)[None], torch.from_numpy(x[None, :n])
+        )
+        with_mean = model(torch.from_numpy(f0)[None], torch.from_numpy(loudness)[None])
+    assert streamed.shape == (n,)
+    np.testing.assert_allclose(streamed, offline[0, 0].numpy(), atol=2e-5, rtol=1e-4)
+    assert np.abs(streamed - with_mean[0, 0].numpy()).max() > 1e-3  # z came from the audio
+
+
+def test_autoencoder_control_stream_uses_the_mean_z(ae_path):
+    f0, loudness = random_controls(1, 60, torch.Generator().manual_seed(4))
+    pairs = torch.stack([f0[0, 0], loudness[0, 0]], dim=-1).numpy().astype("<f4")
+    streamed = np.frombuffer(
+        _pipe(f"cat | {EXE} -q stream {ae_path} --controls --block 256", pairs.tobytes()), "<f4"
+    )
+    model = checkpoint.load(ae_path)
+    with torch.no_grad():
+        offline = model(f0, loudness)[0, 0].numpy()
+    np.testing.assert_allclose(streamed, offline, atol=2e-5, rtol=1e-4)
+
+
+def test_control_stream_in_bfloat16_is_close_to_float32(model_path):
+    f0, loudness = random_controls(1, 100, torch.Generator().manual_seed(5))
+    pairs = torch.stack([f0[0, 0], loudness[0, 0]], dim=-1).numpy().astype("<f4")
+    out = _pipe(f"cat | {EXE} -q stream {model_path} --controls --precision bf16", pairs.tobytes())
+    streamed = np.frombuffer(out, "<f4")
+    model = checkpoint.load(model_path)
+    with torch.no_grad():
+        offline = model(f0, loudness)[0, 0].numpy()
+    err = np.mean((streamed - offline) ** 2) / np.mean(offline**2)
+    assert 1e-12 < err < 1e-4, err  # bfloat16 (not exact), > 40 dB SNR

@@ -16,10 +16,13 @@ log = get_logger("acids_ddsp")
 
 
 def _config(config: str | None, overrides: tuple[str, ...]):
-    from acids_core.config import load
+    from acids_core.config import ConfigError, load
     from acids_ddsp.config import PRESETS, DDSPConfig
 
-    return load(DDSPConfig, config, overrides, presets=PRESETS)
+    try:
+        return load(DDSPConfig, config, overrides, presets=PRESETS)
+    except ValueError as e:  # DDSPConfig's own checks (ConfigError, a usage error, passes through)
+        raise ConfigError(f"invalid config: {e}") from None
 
 
 @click.group(cls=AcidsGroup)
@@ -109,6 +112,11 @@ def train(
     help="PNG comparing input and output f0/loudness (default: DEST with .png; --no-plot: none).",
 )
 @click.option("--no-plot", is_flag=True, help="Write no PNG.")
+@click.option(
+    "--mean-z",
+    is_flag=True,
+    help="Autoencoder models: decode with the training set's mean z instead of the input's.",
+)
 def transfer(
     model: str,
     source: str,
@@ -118,8 +126,13 @@ def transfer(
     no_auto: bool,
     plot: str | None,
     no_plot: bool,
+    mean_z: bool,
 ) -> None:
-    """Resynthesise a monophonic recording SOURCE with the instrument MODEL into DEST (WAV)."""
+    """Resynthesise a monophonic recording SOURCE with the instrument MODEL into DEST (WAV).
+
+    An autoencoder model (encoder.kind = mfcc) takes its latent z from SOURCE's audio, or with --mean-z
+    the training set's mean z.
+    """
     import numpy as np
     import soundfile as sf
     import torch
@@ -148,8 +161,13 @@ def transfer(
         loudness_shift=loudness_shift,
     )
     log.info("adjustments: %s", done)
+    if mean_z and not net.has_encoder:
+        raise click.BadParameter("the model has no encoder (no z)", param_hint="--mean-z")
+    source_audio = None
+    if net.has_encoder and not mean_z:
+        source_audio = torch.from_numpy(np.ascontiguousarray(x[:, : len(f0) * cfg.hop], dtype=np.float32))
     with torch.inference_mode():
-        audio = net(torch.from_numpy(f0)[None], torch.from_numpy(loudness)[None])[0, 0].numpy()
+        audio = net(torch.from_numpy(f0)[None], torch.from_numpy(loudness)[None], source_audio)[0, 0].numpy()
     peak = float(np.abs(audio).max()) if audio.size else 0.0
     if peak > 1.0:
         log.warning("output peaks at %.2f: scaled to 0.99 (use --loudness-shift to lower it)", peak)
@@ -183,6 +201,7 @@ def transfer(
             frames=int(audio.shape[-1]),
             source=str(Path(source).resolve()),
             adjustments=done,
+            **({"z": "mean" if mean_z else "source"} if net.has_encoder else {}),
             **extra,
         )
     )
@@ -203,6 +222,13 @@ def transfer(
     "--unvoiced-db", type=float, default=0.0, show_default=True, help="Attenuation of unvoiced frames (dB)."
 )
 @click.option("--threads", type=int, default=1, show_default=True, help="torch CPU threads.")
+@click.option(
+    "--precision",
+    type=click.Choice(["fp32", "bf16"]),
+    default="fp32",
+    show_default=True,
+    help="Decoder weights: bf16 halves the bytes read per block (CPUs with bfloat16 arithmetic).",
+)
 def stream(
     model: str,
     controls: bool,
@@ -212,13 +238,15 @@ def stream(
     loudness_shift: float,
     unvoiced_db: float,
     threads: int,
+    precision: str,
 ) -> None:
     """Resynthesise stdin to stdout block by block with the instrument MODEL.
 
     Audio in: raw little-endian float32 mono at the model's rate, or a WAV stream (detected by its header).
     The features are acids-data's, equal to the offline ones, so the output is the offline resynthesis
-    delayed by a look-ahead (logged; 192 ms + up to a hop at 16 kHz) and the block. With --controls:
-    f0/loudness frames in, audio out, no look-ahead. Out: raw float32 (or --wav) at the model's rate.
+    delayed by a look-ahead (logged; 192 ms + up to a hop at 16 kHz) and the block; an autoencoder model
+    encodes z from the same audio. With --controls: f0/loudness frames in, audio out, no look-ahead (an
+    autoencoder model uses the training set's mean z). Out: raw float32 (or --wav) at the model's rate.
     """
     import sys
 
@@ -231,6 +259,7 @@ def stream(
         raise MissingInput(f"{model}: no such checkpoint")
     torch.set_num_threads(threads)
     net = checkpoint.load(model)
+    net.set_precision(precision)
     if block < net.hop or block % net.hop:
         raise click.BadParameter(f"must be a positive multiple of the hop ({net.hop})", param_hint="--block")
     out = sys.stdout.buffer
@@ -277,6 +306,7 @@ def info(config: str | None, overrides: tuple[str, ...], model_path: str | None)
             family="ddsp",
             parameters=count_parameters(net),
             decoder_parameters=count_parameters(net.decoder),
+            encoder_parameters=count_parameters(net.encoder),
             config=to_dict(net.cfg),
         )
     )

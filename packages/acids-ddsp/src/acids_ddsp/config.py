@@ -10,6 +10,18 @@ Presets (see :data:`PRESETS`; parameter counts include the reverb IR):
 | `small-48k` | 48 kHz | 512 | 93.75    | as `small`                         | 60        | 0.38 M  |
 | `tiny`      | 16 kHz | 64  | 250      | 16, 1, 16                          | 8         | 4,452   |
 
+The autoencoder variants add an MFCC encoder (:class:`EncoderConfig`) whose latent z enters the decoder
+through its own input MLP (the decoder's GRU and output MLP then see three embeddings):
+
+| name           | as          | encoder (n_fft, mels, MFCCs, GRU, z) | params (encoder) |
+|----------------|-------------|--------------------------------------|------------------|
+| `full-ae`      | `full`      | 1024, 128, 30, 512, 16               | 7.27 M (0.84 M)  |
+| `small-ae`     | `small`     | 1024, 64, 30, 64, 16                 | 0.46 M (19,532)  |
+| `small-48k-ae` | `small-48k` | 2048, 64, 30, 64, 16                 | 0.49 M (19,532)  |
+| `tiny-ae`      | `tiny`      | 256, 24, 12, 8, 4                    | 6,176 (588)      |
+
+Any preset becomes one with ``--set encoder.kind=mfcc`` (with the full-size encoder defaults).
+
 Hops are powers of two so that a host buffer (nn~: a power of two, 4096 by default) is a whole number of
 frames. The exact parameter counts are printed by ``acids-ddsp info`` and checked by the tests.
 """
@@ -41,6 +53,33 @@ class DecoderConfig:
     gru: int = 512
     f0_scale: Literal["midi", "loghz"] = "midi"
     db_range: float = 100.0
+
+
+@dataclass(frozen=True)
+class EncoderConfig:
+    """The optional MFCC encoder of the autoencoder variant (the DDSP paper's z encoder, made causal).
+
+    Frame i reads the ``n_fft`` samples that end with its own hop, ``[(i + 1) * hop - n_fft, (i + 1) * hop)``
+    (zeros before the start), so z never looks ahead and streams exactly. Its Hann-windowed magnitude
+    spectrum goes through ``n_mels`` mel bands (20 Hz to Nyquist), a log, a DCT-II to ``n_mfcc``
+    coefficients, a per-frame LayerNorm (causal, unlike magenta's instance norm over time), a GRU and a
+    linear layer to ``z_dim`` values per frame.
+
+    Attributes:
+        kind: "none" (f0 + loudness only) or "mfcc" (the autoencoder variant).
+        z_dim: latent size per frame.
+        n_fft: analysis window in samples; a multiple of the hop.
+        n_mels: mel bands.
+        n_mfcc: MFCCs kept (<= n_mels).
+        gru: GRU hidden size.
+    """
+
+    kind: Literal["none", "mfcc"] = "none"
+    z_dim: int = 16
+    n_fft: int = 1024
+    n_mels: int = 128
+    n_mfcc: int = 30
+    gru: int = 512
 
 
 @dataclass(frozen=True)
@@ -104,6 +143,7 @@ class DDSPConfig:
     sample_rate: int = 16000
     hop: int = 128
     decoder: DecoderConfig = field(default_factory=DecoderConfig)
+    encoder: EncoderConfig = field(default_factory=EncoderConfig)
     synth: SynthConfig = field(default_factory=SynthConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -124,10 +164,23 @@ class DDSPConfig:
             problems.append("synth.n_noise_bands must be >= 2")
         if self.synth.reverb and self.synth.reverb_seconds <= 0:
             problems.append("synth.reverb_seconds must be > 0 when synth.reverb is on")
+        e = self.encoder
+        if e.kind != "none":
+            if min(e.z_dim, e.n_mels, e.n_mfcc, e.gru) < 1:
+                problems.append("encoder.z_dim, n_mels, n_mfcc and gru must be >= 1")
+            if e.n_mfcc > e.n_mels:
+                problems.append(f"encoder.n_mfcc ({e.n_mfcc}) must be <= encoder.n_mels ({e.n_mels})")
+            if self.hop >= 1 and (e.n_fft < self.hop or e.n_fft % self.hop):
+                problems.append(f"encoder.n_fft ({e.n_fft}) must be a multiple of the hop ({self.hop})")
         if not 0 <= self.loss.overlap < 1:
             problems.append("loss.overlap must be in [0, 1)")
         if problems:
             raise ValueError("; ".join(problems))
+
+    @property
+    def z_dim(self) -> int:
+        """Latent size per frame (0 without an encoder)."""
+        return self.encoder.z_dim if self.encoder.kind != "none" else 0
 
     @property
     def frame_rate(self) -> float:
@@ -184,12 +237,35 @@ def _tiny() -> DDSPConfig:
     )
 
 
+def _full_ae() -> DDSPConfig:
+    return dataclasses.replace(_full(), encoder=EncoderConfig(kind="mfcc"))
+
+
+def _small_ae() -> DDSPConfig:
+    return dataclasses.replace(_small(), encoder=EncoderConfig(kind="mfcc", z_dim=16, n_mels=64, gru=64))
+
+
+def _small_48k_ae() -> DDSPConfig:
+    enc = EncoderConfig(kind="mfcc", z_dim=16, n_fft=2048, n_mels=64, gru=64)
+    return dataclasses.replace(_small_48k(), encoder=enc)
+
+
+def _tiny_ae() -> DDSPConfig:
+    return dataclasses.replace(
+        _tiny(), encoder=EncoderConfig(kind="mfcc", z_dim=4, n_fft=256, n_mels=24, n_mfcc=12, gru=8)
+    )
+
+
 PRESETS = {
     "full": _full,
     "full-48k": _full_48k,
     "small": _small,
     "small-48k": _small_48k,
     "tiny": _tiny,
+    "full-ae": _full_ae,
+    "small-ae": _small_ae,
+    "small-48k-ae": _small_48k_ae,
+    "tiny-ae": _tiny_ae,
 }
 
 

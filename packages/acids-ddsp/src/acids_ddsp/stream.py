@@ -204,11 +204,12 @@ def wav_stream_header(sample_rate: int) -> bytes:
 # --- the two entries ------------------------------------------------------------------------------------
 
 
-def _synth(model: DDSP, f0: np.ndarray, loudness: np.ndarray) -> np.ndarray:
+def _synth(model: DDSP, f0: np.ndarray, loudness: np.ndarray, audio: np.ndarray | None = None) -> np.ndarray:
     if len(f0) == 0:
         return np.zeros(0, np.float32)
+    x = None if audio is None else torch.from_numpy(audio)[None]
     with torch.inference_mode():
-        return model(torch.from_numpy(f0)[None], torch.from_numpy(loudness)[None])[0, 0].numpy()
+        return model(torch.from_numpy(f0)[None], torch.from_numpy(loudness)[None], x)[0, 0].numpy()
 
 
 def stream_audio(
@@ -220,12 +221,23 @@ def stream_audio(
     loudness_shift: float = 0.0,
     unvoiced_db: float = 0.0,
 ) -> Iterator[np.ndarray]:
-    """Audio blocks in, resynthesised audio out (the model streams; features as :class:`FeatureStream`)."""
+    """Audio blocks in, resynthesised audio out (the model streams; features as :class:`FeatureStream`).
+
+    The autoencoder variant's encoder streams on the input audio of the frames the features release (the
+    same delay), so z is the offline z of the same input.
+    """
     features = FeatureStream(model.sample_rate, model.hop)
     model.eval().set_streaming(True)
+    pending = np.zeros(0, np.float32)  # input audio of the frames not released yet (encoder only)
     while True:
         x = reader.read(block)
         frames = features.push(x) if x is not None else features.flush()
+        audio = None
+        if model.has_encoder:
+            if x is not None:
+                pending = np.concatenate([pending, x])
+            n = len(frames["f0"]) * model.hop
+            audio, pending = pending[:n], pending[n:]
         f0, loudness = adjust_frames(
             frames["f0"],
             frames["f0_confidence"],
@@ -234,13 +246,15 @@ def stream_audio(
             loudness_shift,
             unvoiced_db,
         )
-        yield _synth(model, f0, loudness)
+        yield _synth(model, f0, loudness, audio)
         if x is None:
             return
 
 
 def stream_controls(model: DDSP, src: BinaryIO, frames: int) -> Iterator[np.ndarray]:
-    """Interleaved float32 (f0 Hz, loudness dB) frames in, ``hop`` samples of audio out per frame."""
+    """Interleaved float32 (f0 Hz, loudness dB) frames in, ``hop`` samples of audio out per frame.
+
+    The autoencoder variant decodes with the training set's mean z (there is no audio to encode)."""
     model.eval().set_streaming(True)
     pending = b""
     while True:

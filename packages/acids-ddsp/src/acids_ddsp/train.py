@@ -66,7 +66,10 @@ def train_step(
     audio, f0, loudness = batch_tensors(batch)
     frames = min(f0.shape[-1], audio.shape[-1] // model.hop)
     audio = audio[..., : frames * model.hop]
-    out = (forward or model)(f0[:, :frames], loudness[:, :frames])
+    if model.has_encoder:  # the autoencoder variant encodes the target audio itself
+        out = (forward or model)(f0[:, :frames], loudness[:, :frames], audio)
+    else:
+        out = (forward or model)(f0[:, :frames], loudness[:, :frames])
     loss = loss_fn(out, audio)
     opt.zero_grad(set_to_none=True)
     loss.backward()
@@ -120,10 +123,10 @@ def _report(
     frames = min(f0.shape[-1], audio.shape[-1] // model.hop)
     was_training = model.training
     model.eval()
-    with torch.no_grad():
-        resynth = model(f0[:1, :frames], loudness[:1, :frames])[0, 0]
-    model.train(was_training)
     target = audio[0, 0, : frames * model.hop]
+    with torch.no_grad():
+        resynth = model(f0[:1, :frames], loudness[:1, :frames], target[None, None])[0, 0]
+    model.train(was_training)
     if writer is not None:
         writer.add_audio("audio/target", target.clamp(-1, 1), step, sample_rate=model.sample_rate)
         writer.add_audio("audio/resynthesis", resynth.clamp(-1, 1), step, sample_rate=model.sample_rate)
@@ -148,6 +151,27 @@ def dataset_stats(data: Any, indices: Any, limit: int = 512) -> dict[str, Any]:
     with ShardReader(data, keys=("f0", "f0_confidence", "loudness")) as reader:
         step = max(1, len(indices) // limit)
         return feature_stats(reader.read(int(i)) for i in list(indices)[::step][:limit])
+
+
+def mean_latent(model: DDSP, data: Any, indices: Any, limit: int = 64) -> torch.Tensor:
+    """The mean z of the encoder over up to ``limit`` whole training chunks (eval mode, fresh state each)."""
+    from acids_data.reader import ShardReader
+
+    was_training = model.training
+    model.eval()
+    total, count = torch.zeros(model.z_dim), 0
+    with ShardReader(data, keys=("audio",)) as reader, torch.no_grad():
+        step = max(1, len(indices) // limit)
+        for i in list(indices)[::step][:limit]:
+            raw = reader.read(int(i))["audio"]
+            audio = torch.from_numpy(raw).reshape(-1, raw.shape[-1]).mean(dim=0)
+            audio = audio[: audio.shape[-1] // model.hop * model.hop]
+            if audio.numel():
+                z = model.encode(audio[None])[0]
+                total += z.sum(dim=0)
+                count += z.shape[0]
+    model.train(was_training)
+    return total / max(count, 1)
 
 
 def distributed() -> tuple[int, int]:
@@ -248,6 +272,8 @@ def train(
     def save() -> None:
         if not lead:
             return
+        if model.has_encoder:  # the mean z of `transfer --mean-z`, `stream --controls` and nn~ `forward`
+            model.z_mean.copy_(mean_latent(model, data, ds.indices))
         checkpoint.save(
             model,
             last,
