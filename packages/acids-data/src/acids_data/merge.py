@@ -152,7 +152,7 @@ def merge(
             for r, m in zip(roots, manifests, strict=True)
         ]
     }
-    settings = {**ref, "feature_keys": m0["feature_keys"]}
+    settings = {**ref, "feature_keys": m0["feature_keys"], "chunk_keys": m0.get("chunk_keys", [])}
     manifest = build_manifest(
         settings,
         created_by=created_by or m0.get("created_by") or "acids-data",

@@ -88,7 +88,8 @@ class ShardReader:
 
     def _setup(self, manifest: dict[str, Any], keys: Sequence[str] | None) -> None:
         self._manifest = manifest
-        available = [AUDIO, *manifest["feature_keys"]]
+        available = [AUDIO, *manifest["feature_keys"], *manifest.get("chunk_keys", [])]
+        self._chunk_keys = frozenset(manifest.get("chunk_keys", []))
         keys = list(available if keys is None else keys)
         unknown = [k for k in keys if k not in available]
         if unknown or not keys:
@@ -150,6 +151,11 @@ class ShardReader:
     def feature_hop(self) -> int | None:
         return self._fh
 
+    @property
+    def chunk_keys(self) -> list[str]:
+        """The dataset's per-chunk arrays (no frame axis; empty for datasets that have none)."""
+        return list(self._manifest.get("chunk_keys", []))
+
     def __len__(self) -> int:
         return self._len
 
@@ -203,7 +209,8 @@ class ShardReader:
         """Chunk ``i``, cropped to samples ``[start, start + length)``; features cropped to the same frames.
 
         Returns:
-            ``{"audio": float32 (C, length) in [-1, 1), key: float32 (..., length // feature_hop)}``.
+            ``{"audio": float32 (C, length) in [-1, 1), key: float32 (..., length // feature_hop)}``, and
+            for a chunk key (no frame axis) its whole row ``(...)``, whatever the crop, in its stored dtype.
 
         Raises:
             IndexError: ``i`` out of range. ValueError: a crop outside the chunk, or not on frame boundaries
@@ -222,6 +229,10 @@ class ShardReader:
                 audio *= _SCALE  # int16 -> float32: one conversion, one in-place scale
                 out[key] = audio
                 continue
+            if key in self._chunk_keys:
+                _, m = self._map(s, key)
+                out[key] = np.array(m[row])  # a copy: the caller may write into it
+                continue
             fh = self._fh
             whole = start == 0 and length == L  # a whole chunk has L // fh frames, whatever L % fh
             if not whole and (start % fh or length % fh):
@@ -231,7 +242,7 @@ class ShardReader:
         return out
 
     def __getitem__(self, i: int) -> dict[str, np.ndarray]:
-        """Chunk ``i``: ``{"audio": float32 (C, L), <feature>: float32 (..., F)}``."""
+        """Chunk ``i``: ``{"audio": float32 (C, L), <feature>: float32 (..., F), <chunk key>: (...)}``."""
         return self.read(i)
 
     # ---- provenance

@@ -8,6 +8,8 @@ Layout::
       shards/<name>.<key>.npy    one per feature, same n and chunk order, F = L // feature_hop frames:
                                  loudness/f0/f0_confidence float32 (n, F), mel float16 (n, n_mels, F);
                                  other keys keep the caller's dtype (float64 is stored as float32)
+      shards/<name>.<key>.npy    one per chunk array (``chunk_keys``): (n, ...) with no frame axis, e.g. a
+                                 parameter vector (n, P) per chunk; same dtype rule as the features
       shards/<name>.json         the shard's index and COMMIT MARKER, written last, atomically:
                                  {"name", "n", "arrays": {key: filename}, "sha256": {key: hex of the file},
                                   "files": [source sha256, ...], "paths": [source path, ...],
@@ -23,12 +25,14 @@ reads them. Shard files are immutable once their .json exists.
 
 manifest.json keys: ``format`` ("acids-dataset"), ``format_version`` (1), ``created_by``, ``sample_rate``,
 ``channels``, ``chunk``, ``hop`` (chunk hop in samples), ``dtype`` ("int16"), ``feature_hop`` (or null),
-``feature_keys`` (feature array keys, in order), ``features`` (the caller's description, opaque),
-``config`` (the caller's preprocessing config, opaque), ``shards`` ([{"name", "n", "arrays"}] in reading
-order), ``files`` ([{"path", "sha256", "status": "ok"|"padded"|"skipped", "reason", "chunks", "duration",
-"sample_rate", "channels", ...}]), ``totals`` ({"chunks", "seconds" (sum of the durations of ok/padded
-files), "files_ok" (ok + padded), "files_padded", "files_skipped"}), ``complete`` (true once a run ended
-normally), and for merged datasets ``parts`` (the datasets it was merged from).
+``feature_keys`` (feature array keys, in order), ``chunk_keys`` (per-chunk array keys without a frame
+axis, in order; absent or empty in datasets written before it existed, which read as ``[]``),
+``features`` (the caller's description, opaque), ``config`` (the caller's preprocessing config, opaque),
+``shards`` ([{"name", "n", "arrays"}] in reading order), ``files`` ([{"path", "sha256", "status":
+"ok"|"padded"|"skipped", "reason", "chunks", "duration", "sample_rate", "channels", ...}]), ``totals``
+({"chunks", "seconds" (sum of the durations of ok/padded files), "files_ok" (ok + padded),
+"files_padded", "files_skipped"}), ``complete`` (true once a run ended normally), and for merged
+datasets ``parts`` (the datasets it was merged from).
 
 Commit protocol (one shard): each array goes to a temporary sibling (``.<name>.tmp-<pid>-<n>``), is
 fsynced and renamed; then the shard .json is written atomically (the commit marker); then manifest.json
@@ -47,8 +51,8 @@ Resume contract (what the orchestrator does per source file)::
 
 ``add_chunks`` is idempotent on a prefix: chunks whose index is below the next expected index of that
 source are dropped, so passing every chunk again (``first_chunk_index=0``) is also correct; a gap raises.
-Resuming (and merging) requires equal sample_rate, channels, chunk, hop, feature_hop, feature keys (as a
-set), features and config, except the top-level config keys in :data:`OPERATIONAL_CONFIG_KEYS`.
+Resuming (and merging) requires equal sample_rate, channels, chunk, hop, feature_hop, feature keys and chunk
+keys (as sets), features and config, except the top-level config keys in :data:`OPERATIONAL_CONFIG_KEYS`.
 """
 
 from __future__ import annotations
@@ -106,6 +110,7 @@ _FLAGS = {
     "hop": "--hop",
     "feature_hop": "--feature-hop",
     "feature_keys": "features",
+    "chunk_keys": "chunk arrays",
     "features": "feature settings",
 }
 
@@ -189,14 +194,18 @@ def read_manifest(root: str | os.PathLike[str] | Mapping[str, Any]) -> dict[str,
         if key not in m:
             raise DataError(f"{path}: manifest has no {key!r}")
     m.setdefault("feature_keys", _feature_keys_of(m))
+    m.setdefault("chunk_keys", [])
+    if not isinstance(m["chunk_keys"], list) or not all(isinstance(k, str) for k in m["chunk_keys"]):
+        raise DataError(f"{path}: bad chunk_keys {m['chunk_keys']!r}")
     return m
 
 
 def _feature_keys_of(m: Mapping[str, Any]) -> list[str]:
     if m.get("feature_keys") is not None:
         return list(m["feature_keys"])
+    chunk_keys = set(m.get("chunk_keys") or ())
     for s in m.get("shards", ()):
-        return [k for k in s.get("arrays", {}) if k != AUDIO]
+        return [k for k in s.get("arrays", {}) if k != AUDIO and k not in chunk_keys]
     return []
 
 
@@ -233,6 +242,7 @@ def settings_of(m: Mapping[str, Any]) -> dict[str, Any]:
         "hop": m.get("hop"),
         "feature_hop": m.get("feature_hop"),
         "feature_keys": sorted(_feature_keys_of(m)),
+        "chunk_keys": sorted(m.get("chunk_keys") or []),
         "features": _plain(m.get("features") or {}),
         "config": _plain(m.get("config") or {}),
     }
@@ -248,12 +258,13 @@ def settings_differences(
     diffs, differ = [], set()
     for key, flag in _FLAGS.items():
         a, b = _plain(old.get(key)), _plain(new.get(key))
-        if key == "feature_keys":
+        if key in ("feature_keys", "chunk_keys"):
             a, b = sorted(a or []), sorted(b or [])
         if a != b:
             differ.add(key)
-            if key == "feature_keys":
-                diffs.append(f"features {','.join(a) or '(none)'} ({other} {','.join(b) or '(none)'})")
+            if key in ("feature_keys", "chunk_keys"):
+                what = "features" if key == "feature_keys" else "chunk arrays"
+                diffs.append(f"{what} {','.join(a) or '(none)'} ({other} {','.join(b) or '(none)'})")
             else:
                 diffs.append(f"{flag} {_show(a)} ({other} {_show(b)})")
     ca, cb = old.get("config") or {}, new.get("config") or {}
@@ -318,6 +329,7 @@ def build_manifest(
         "dtype": "int16",
         "feature_hop": settings["feature_hop"],
         "feature_keys": list(settings["feature_keys"]),
+        "chunk_keys": list(settings.get("chunk_keys") or []),
         "features": settings["features"],
         "config": settings["config"],
         "shards": [{"name": s["name"], "n": int(s["n"]), "arrays": dict(s["arrays"])} for s in shards],
@@ -433,7 +445,10 @@ class ShardWriter:
         sample_rate, channels, chunk, hop: the audio layout; ``chunk`` samples per chunk, ``hop`` between
             chunk starts.
         feature_hop: samples per feature frame (None without features).
-        feature_keys: feature array names, e.g. ``("loudness", "f0", "f0_confidence")``.
+        feature_keys: feature array names, e.g. ``("loudness", "f0", "f0_confidence")``; each is
+            ``(n, ..., F)`` per :meth:`add_chunks` call, F = chunk // feature_hop frames.
+        chunk_keys: per-chunk array names: ``(n, ...)`` with no frame axis (a vector, a matrix or a
+            scalar per chunk, e.g. a synth's parameter vector). Not cropped by readers.
         features_desc: the caller's description of the features (stored, compared on resume).
         config: the caller's preprocessing config (stored; compared on resume except
             :data:`OPERATIONAL_CONFIG_KEYS`).
@@ -459,6 +474,7 @@ class ShardWriter:
         feature_keys: Sequence[str],
         features_desc: Mapping[str, Any],
         config: Mapping[str, Any],
+        chunk_keys: Sequence[str] = (),
         part: int = 0,
         shard_bytes: int = 64 << 20,
         created_by: str = "acids-data",
@@ -467,11 +483,12 @@ class ShardWriter:
             if not isinstance(v, (int, np.integer)) or v <= 0:
                 raise ValueError(f"{name} must be a positive int, got {v!r}")
         keys = list(feature_keys)
-        for k in keys:
+        ckeys = list(chunk_keys)
+        for k in keys + ckeys:
             if not isinstance(k, str) or not _KEY_RE.match(k) or k == AUDIO:
                 raise ValueError(f"bad feature key {k!r} (letters, digits, _; not {AUDIO!r})")
-        if len(set(keys)) != len(keys):
-            raise ValueError(f"duplicate feature keys in {keys}")
+        if len(set(keys + ckeys)) != len(keys) + len(ckeys):
+            raise ValueError(f"duplicate feature or chunk keys in {keys + ckeys}")
         if keys and (not isinstance(feature_hop, (int, np.integer)) or feature_hop <= 0):
             raise ValueError("features need a positive feature_hop")
         if part < 0 or shard_bytes <= 0:
@@ -481,6 +498,7 @@ class ShardWriter:
         self.shard_bytes = int(shard_bytes)
         self.created_by = created_by
         self.feature_keys = keys
+        self.chunk_keys = ckeys
         self._settings = {
             "sample_rate": int(sample_rate),
             "channels": int(channels),
@@ -488,6 +506,7 @@ class ShardWriter:
             "hop": int(hop),
             "feature_hop": int(feature_hop) if feature_hop is not None else None,
             "feature_keys": keys,
+            "chunk_keys": ckeys,
             "features": _plain(dict(features_desc)),
             "config": _plain(dict(config)),
         }
@@ -571,7 +590,7 @@ class ShardWriter:
         for name in names:
             where = self._shards_dir / f"{name}.json"
             idx = read_shard_index(where)
-            if sorted(idx["arrays"]) != sorted([AUDIO, *self.feature_keys]):
+            if sorted(idx["arrays"]) != sorted([AUDIO, *self.feature_keys, *self.chunk_keys]):
                 raise DataError(f"{where}: arrays {sorted(idx['arrays'])} do not match the manifest")
             for fname in idx["arrays"].values():
                 if not (self._shards_dir / fname).is_file():
@@ -652,7 +671,8 @@ class ShardWriter:
             sha256: the source's content hash.
             path: the source's path (recorded in the shard index).
             audio: int16 ``(n, C, L)``. The writer keeps a reference: do not modify it afterwards.
-            features: ``{key: (n, ..., F)}`` for every feature key.
+            features: ``{key: (n, ..., F)}`` for every feature key, and ``{key: (n, ...)}`` for every
+                chunk key.
             first_chunk_index: index in the source of ``audio[0]``. Chunks below the next expected index
                 (already committed or buffered) are dropped; a gap raises ValueError.
             starts: start sample in the source of each chunk.
@@ -670,8 +690,9 @@ class ShardWriter:
         starts = [int(s) for s in starts]
         if len(starts) != n:
             raise ValueError(f"{len(starts)} starts for {n} chunks")
-        if set(features) != set(self.feature_keys):
-            raise ValueError(f"features {sorted(features)} != feature_keys {sorted(self.feature_keys)}")
+        if set(features) != set(self.feature_keys) | set(self.chunk_keys):
+            want = sorted(self.feature_keys + self.chunk_keys)
+            raise ValueError(f"features {sorted(features)} != feature_keys + chunk_keys {want}")
         feats = {}
         frames = L // self._settings["feature_hop"] if self.feature_keys else 0
         for key in self.feature_keys:
@@ -683,6 +704,18 @@ class ShardWriter:
             known = self._rows.setdefault(key, (dtype, row))
             if known != (dtype, row):
                 raise ValueError(f"feature {key!r}: rows {row} {dtype} after {known[1]} {known[0]}")
+            feats[key] = a
+        for key in self.chunk_keys:
+            a = np.asarray(features[key])
+            dtype = feature_dtype(key, a.dtype)
+            row = tuple(a.shape[1:])
+            if a.ndim < 1 or a.shape[0] != n:
+                raise ValueError(f"chunk array {key!r} must be (n={n}, ...), got {a.shape}")
+            if dtype.hasobject:
+                raise ValueError(f"chunk array {key!r}: dtype {dtype} cannot be stored")
+            known = self._rows.setdefault(key, (dtype, row))
+            if known != (dtype, row):
+                raise ValueError(f"chunk array {key!r}: rows {row} {dtype} after {known[1]} {known[0]}")
             feats[key] = a
         expected = self._committed.get(sha256, 0) + self._buffered.get(sha256, 0)
         first = int(first_chunk_index)
@@ -881,7 +914,8 @@ def verify(root: str | os.PathLike[str] | Mapping[str, Any], *, checksums: bool 
     m = read_manifest(d)
     problems: list[str] = []
     C, L, fh = m["channels"], m["chunk"], m.get("feature_hop")
-    keys = [AUDIO, *m["feature_keys"]]
+    keys = [AUDIO, *m["feature_keys"], *m["chunk_keys"]]
+    chunk_keys = set(m["chunk_keys"])
     seen: dict[str, int] = {}
     total = 0
     for s in m["shards"]:
@@ -907,7 +941,7 @@ def verify(root: str | os.PathLike[str] | Mapping[str, Any], *, checksums: bool 
                 problems.append(f"{p}: {a.shape[0]} rows, expected {n}")
             if key == AUDIO and (a.shape[1:] != (C, L) or a.dtype != AUDIO_DTYPE):
                 problems.append(f"{p}: {a.shape} {a.dtype}, expected (n, {C}, {L}) int16")
-            if key != AUDIO and fh and a.shape[-1] != L // fh:
+            if key != AUDIO and key not in chunk_keys and fh and a.shape[-1] != L // fh:
                 problems.append(f"{p}: {a.shape[-1]} frames, expected {L // fh}")
             del a
             want = idx.get("sha256", {}).get(key)
