@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -40,3 +43,18 @@ def tiny_flow_reg(small_dataset, tmp_path_factory):
     cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, kind="flow_reg"))
     out = tmp_path_factory.mktemp("fr") / "run"
     return train(cfg, small_dataset, out, tensorboard=False, epochs=2, evaluate_audio=False)
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """The shared corpus of real instrument notes with ground-truth pitch (shared/data/README.md): at
+    $ACIDS_SHARED_DATA, else ``<repo root>/../shared/data``. Skipped when absent, failed in CI (env CI set)
+    unless ACIDS_TEST_ALLOW_SKIP_SHARED_DATA is set."""
+    env = os.environ.get("ACIDS_SHARED_DATA")
+    root = Path(env) if env else Path(__file__).resolve().parents[3].parent / "shared" / "data"
+    if not (root / "notes" / "notes.csv").is_file():
+        reason = f"shared test data not found at {root} (set ACIDS_SHARED_DATA)"
+        if os.environ.get("CI") and not os.environ.get("ACIDS_TEST_ALLOW_SKIP_SHARED_DATA"):
+            pytest.fail(reason)
+        pytest.skip(reason)
+    return root

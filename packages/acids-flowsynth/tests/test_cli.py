@@ -107,3 +107,15 @@ def test_infer(small_dataset, tmp_path):
     assert json.loads((tmp_path / "p.json").read_text())["params"] == rec["params"]
     assert (tmp_path / "mel.png").stat().st_size > 1000 and (tmp_path / "re.wav").exists()
     assert rec["sc"] >= 0
+    assert abs(rec["pitch"]["midi"] - 60.0) < 0.3 and abs(rec["pitch"]["shift"]) < 0.3  # a C4 render
+    shifted = CliRunner().invoke(main, ["infer", str(ckpt), str(tmp_path / "up.wav")])
+    assert shifted.exit_code == 66  # no such file (MissingInput)
+    from acids_flowsynth.pitch import shift_pitch
+
+    sf.write(tmp_path / "up.wav", shift_pitch(audio[0].numpy(), 16000, 7.0), 16000)  # G4
+    (up,) = records(CliRunner().invoke(main, ["infer", str(ckpt), str(tmp_path / "up.wav")]).stdout)
+    assert abs(up["pitch"]["shift"] + 7.0) < 0.3
+    (raw,) = records(
+        CliRunner().invoke(main, ["infer", str(ckpt), str(tmp_path / "up.wav"), "--no-shift"]).stdout
+    )
+    assert raw["pitch"] == {"f0": None, "midi": None, "shift": 0.0}

@@ -66,3 +66,52 @@ def test_other_settings_are_refused(small_dataset):
 
     with pytest.raises(UsageError):
         render_dataset("acids-sub", 80, small_dataset, subset="16", seed=3, sample_rate=16000)
+
+
+def test_params_are_a_chunk_array(small_dataset, synth):
+    """One (P,) row per preset, no frame axis (acids-data chunk_keys)."""
+    from acids_data.reader import ShardReader
+    from acids_data.store import read_manifest
+
+    m = read_manifest(small_dataset)
+    assert m["chunk_keys"] == ["params"] and m["feature_keys"] == ["mel"]
+    with ShardReader(small_dataset, keys=["params"]) as r:
+        row = r.read(7)["params"]
+    assert row.shape == (len(synth.params),)
+    assert np.array_equal(row, sample_presets(synth, 80, SMALL_SUBSET, seed=3)[7])
+
+
+def test_datasets_with_framed_params_still_load(tmp_path, synth):
+    """acids-flowsynth 0.1 wrote params as a feature (n, P, F): the vector repeated over the frames."""
+    from acids_data.store import ShardWriter
+
+    vectors = sample_presets(synth, 6, SMALL_SUBSET, seed=4)
+    idx = subset_indices(synth, SMALL_SUBSET)
+    desc = {"names": [p.name for p in synth.params], "subset_indices": idx}
+    with ShardWriter(
+        tmp_path / "old",
+        sample_rate=16000,
+        channels=1,
+        chunk=4096,
+        hop=4096,
+        feature_hop=1024,
+        feature_keys=("mel", "params"),
+        features_desc={"mel": {}, "params": desc},
+        config={"synth": "acids-sub", "sample_rate": 16000},
+    ) as w:
+        for i, v in enumerate(vectors):
+            sha = f"{i:064x}"
+            feats = {"mel": np.zeros((1, 64, 4), np.float32), "params": np.repeat(v[None, :, None], 4, -1)}
+            w.add_chunks(sha, f"p{i}", np.zeros((1, 1, 4096), np.int16), feats, 0, [0])
+            split = ("train", "valid", "test")[int(split_of(6, 0)[i])]
+            w.finish_file({"path": f"p{i}", "sha256": sha, "chunks": 1, "split": split})
+    d = data.load(tmp_path / "old")
+    assert np.array_equal(d.params, vectors) and d.subset == idx
+
+
+def test_resplit_draws_another_fold_of_the_same_presets(small_dataset):
+    d = data.load(small_dataset)
+    other = d.resplit(7)
+    assert other.mel is d.mel and other.params is d.params
+    assert np.bincount(other.split).tolist() == [64, 8, 8] and not np.array_equal(other.split, d.split)
+    assert np.array_equal(other.split, split_of(80, 7)) and data.load(other) is other

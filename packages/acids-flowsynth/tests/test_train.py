@@ -11,7 +11,8 @@ from acids_flowsynth.config import AE_KINDS, preset, with_params
 from acids_flowsynth.model import FlowSynth
 from acids_flowsynth.train import batch_loss, train, weights_at
 
-KINDS = ["mlp", "cnn", *AE_KINDS]
+KINDS = ["mlp", "cnn", "resnet", *AE_KINDS]
+LEARN_SUBSET = "filter_cutoff,env1_attack,osc_mix,noise_level"
 
 
 def tiny(kind: str, n_params: int = 3):
@@ -46,8 +47,10 @@ def test_schedule():
     assert weights_at(cfg, 0) == (0.0, 0.0)
     assert weights_at(cfg, 50)[0] == pytest.approx(0.5)
     assert weights_at(cfg, 99)[1] == 0.0
-    assert weights_at(cfg, 149)[1] == pytest.approx(1e3 * 0.5 * 0.1)
-    assert weights_at(cfg, 400) == (1.0, pytest.approx(100.0))
+    assert weights_at(cfg, 149)[1] == pytest.approx(1e3 * 0.5)  # flow_reg_scale 1 (see TrainConfig)
+    assert weights_at(cfg, 400) == (1.0, pytest.approx(1e3))
+    scaled = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, flow_reg_scale=0.1))
+    assert weights_at(scaled, 400)[1] == pytest.approx(100.0)
     base = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, kind="mlp"))
     assert weights_at(base, 0) == (0.0, 1.0)
 
@@ -98,7 +101,7 @@ def test_exportable_matches_the_model():
     assert set(spec["methods"]) == {"forward", "encode", "regress"}
 
 
-@pytest.mark.parametrize("kind", ["flow_reg", "cnn"])
+@pytest.mark.parametrize("kind", ["flow_reg", "cnn", "resnet"])
 def test_exportable_scripts_traces_and_exports_like_eager(kind, tmp_path):
     from acids_flowsynth.export import exportable
 
@@ -122,3 +125,66 @@ def test_exportable_scripts_traces_and_exports_like_eager(kind, tmp_path):
         else:
             with pytest.raises(Exception, match="no latent space"):
                 loaded.encode(mel)
+
+
+@pytest.fixture(scope="module")
+def learn_dataset(tmp_path_factory):
+    """240 presets of 4 audible parameters at 16 kHz (192 train / 24 valid / 24 test; ~4 s of CPU)."""
+    from acids_flowsynth.render import render_dataset
+
+    root = tmp_path_factory.mktemp("learn") / "data"
+    render_dataset("acids-sub", 240, root, subset=LEARN_SUBSET, seed=5, sample_rate=16000)
+    return root
+
+
+@pytest.mark.parametrize("kind", ["mlp", "vae", "vae_flow", "flow_reg"])
+def test_held_out_error_beats_predicting_the_mean(kind, learn_dataset, tmp_path):
+    """The quality bug of 0.1: every model ended at the predict-the-mean MSE_n (~0.25). On real renders a
+    tiny model must do far better on held-out presets, through the latent for the auto-encoders (the
+    reconstruction summed over the bins had drowned the regression, and the flow's x 0.1 weight too)."""
+    from acids_flowsynth.data import load
+
+    ds = load(learn_dataset)
+    _, v_tr = ds.part("train")
+    _, v_te = ds.part("test")
+    mean_n = float((((v_tr.mean(0) - v_te) ** 2).mean(1) / (v_te**2).mean(1)).mean())
+    assert 0.2 < mean_n < 0.4
+    train(tiny(kind, 4), learn_dataset, tmp_path / "run", tensorboard=False, evaluate_audio=False)
+    m = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert m["mse_n"]["mean"] < 0.5 * mean_n, (kind, m["mse_n"], mean_n)
+
+
+def test_reconstruction_is_a_mean_over_bins():
+    from acids_flowsynth.losses import recon_loss
+
+    a, b = torch.zeros(2, 1, 64, 80), torch.ones(2, 1, 64, 80)
+    torch.testing.assert_close(recon_loss(a, b), torch.ones(2))
+    torch.testing.assert_close(recon_loss(a[..., :40], b[..., :40]), torch.ones(2))
+
+
+def test_resnet_has_residual_paths():
+    from acids_flowsynth.vae import _Residual
+
+    m = FlowSynth(tiny("resnet"))
+    assert sum(isinstance(x, _Residual) for x in m.modules()) == m.cfg.model.cnn_layers
+    assert not any(isinstance(x, _Residual) for x in FlowSynth(tiny("cnn")).modules())
+
+
+def test_version_1_auto_encoders_are_refused_and_baselines_load(tmp_path):
+    from acids_core.checkpoint import make_envelope, save_checkpoint
+    from acids_core.config import to_dict
+    from acids_core.errors import DataError
+
+    for kind in ("vae", "mlp"):
+        m = FlowSynth(tiny(kind))
+        env = make_envelope(
+            format="acids-flowsynth",
+            format_version=1,
+            payload={"model": m.state_dict(), "meta": {}},
+            config=to_dict(m.cfg),
+        )
+        save_checkpoint(tmp_path / f"{kind}.ckpt", env)
+    with pytest.raises(DataError, match="retrain"):
+        checkpoint.load(tmp_path / "vae.ckpt")
+    model, _ = checkpoint.load(tmp_path / "mlp.ckpt")
+    assert model.kind == "mlp"

@@ -134,7 +134,10 @@ def render(
 )
 @config_options
 @click.option(
-    "--model", "kind", default=None, help="Same as --set model.kind=KIND (mlp, cnn, vae, flow_reg...)."
+    "--model",
+    "kind",
+    default=None,
+    help="Same as --set model.kind=KIND (mlp, cnn, resnet, vae, flow_reg...).",
 )
 @click.option("--epochs", type=int, default=None, help="Epochs (default: the config's train.epochs).")
 @click.option("--resume/--no-resume", default=True, show_default=True, help="Continue from OUT/last.ckpt.")
@@ -226,6 +229,12 @@ def synths(synth: str) -> None:
     default=None,
     help="Preset file (amsynth: a one-preset .bank).",
 )
+@click.option(
+    "--shift/--no-shift",
+    default=True,
+    show_default=True,
+    help="Track the note's pitch and shift it to the dataset's note (C4) before encoding.",
+)
 def infer(
     model: str,
     source: str,
@@ -233,8 +242,10 @@ def infer(
     render_path: str | None,
     plot_path: str | None,
     preset_path: str | None,
+    shift: bool,
 ) -> None:
-    """Infer the parameters of SOURCE (a WAV, taken as a 4 s note) with MODEL; write them as JSON."""
+    """Infer the parameters of SOURCE (a WAV, taken as a 4 s note, shifted to C4) with MODEL; write them
+    as JSON."""
     from acids_flowsynth.infer import infer_file
 
     if not Path(source).exists():
@@ -246,6 +257,7 @@ def infer(
         render_path=render_path,
         plot_path=plot_path,
         preset_path=preset_path,
+        shift=shift,
     )
     write_record(make_record("example", **result))
 

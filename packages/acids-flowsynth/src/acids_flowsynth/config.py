@@ -7,7 +7,8 @@ Presets:
 | `paper` | the sizes and schedule of the paper and its code (arXiv 1907.00971, `code/train.py`)  |
 | `tiny`  | a few thousand weights and a short schedule, for tests and smoke runs                  |
 
-``model.kind`` picks the model of the paper's Table 1: ``mlp`` and ``cnn`` (direct regression baselines),
+``model.kind`` picks the model of the paper's Table 1: ``mlp``, ``cnn`` and ``resnet`` (direct regression
+baselines; ``resnet`` is the CNN with strided 1x1-convolution residual paths),
 ``ae``, ``vae``, ``wae`` (auto-encoders with an MLP regressor from z to the parameters), ``vae_flow`` (VAE
 with an IAF posterior) and ``flow_reg`` (VAE_flow whose regressor is a MAF flow, the paper's proposal).
 ``model.n_params`` is set from the dataset by the trainer; the latent size equals it unless
@@ -20,7 +21,8 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Literal
 
-Kind = Literal["mlp", "cnn", "ae", "vae", "wae", "vae_flow", "flow_reg"]
+Kind = Literal["mlp", "cnn", "resnet", "ae", "vae", "wae", "vae_flow", "flow_reg"]
+KINDS = ("mlp", "cnn", "resnet", "ae", "vae", "wae", "vae_flow", "flow_reg")
 AE_KINDS = ("ae", "vae", "wae", "vae_flow", "flow_reg")
 
 
@@ -44,8 +46,8 @@ class ModelConfig:
         n_params: parameters to predict (set by the trainer from the dataset).
         latent: latent size of the auto-encoders (0: n_params, as the paper).
         mlp_hidden, mlp_layers, dropout: the MLP baseline (5 x 2048, ELU, BN, dropout 0.3).
-        cnn_channels, cnn_layers, kernel: the CNN baseline's strided dilated 2-D convolutions
-            (dilation 2^l, stride 2) ...
+        cnn_channels, cnn_layers, kernel: the CNN (and ResNet) baselines' strided dilated 2-D
+            convolutions (dilation 2^l, stride 2) ...
         cnn_hidden, cnn_mlp_layers: ... and its MLP head (3 x 2048).
         ae_channels, ae_hidden: encoder and decoder of the auto-encoders (the CNN halved).
         reg_hidden, reg_layers: the MLP regressor z → parameters (2 x 1024 in the paper).
@@ -84,7 +86,9 @@ class TrainConfig:
         beta: the KL (or MMD) weight after its warm-up over ``warm_latent`` epochs (from 0).
         start_regress: the epoch the regression loss starts (auto-encoders; baselines regress at once).
         warm_regress: epochs of linear warm-up of the regression weight, up to ``reg_factor``.
-        flow_reg_scale: multiplies ``reg_factor`` for flow regressors (x 0.1 in the reference code).
+        flow_reg_scale: multiplies ``reg_factor`` for the regression flow. The reference code uses x 0.1
+            with a Gaussian likelihood summed over the parameters (about P / 2 x the MSE at unit
+            variance); with the same per-parameter MSE as the MLP regressor here, 1 keeps the two alike.
         plateau_patience, plateau_factor: ReduceLROnPlateau on the validation loss.
         early_stop: stop after this many epochs without a validation improvement.
             Plateau and early stopping count only epochs after every warm-up (the loss changes meaning
@@ -100,7 +104,7 @@ class TrainConfig:
     start_regress: int = 100
     warm_regress: int = 100
     reg_factor: float = 1e3
-    flow_reg_scale: float = 0.1
+    flow_reg_scale: float = 1.0
     plateau_patience: int = 20
     plateau_factor: float = 0.5
     early_stop: int = 60
@@ -118,6 +122,8 @@ class FlowSynthConfig:
 
     def __post_init__(self) -> None:
         m, problems = self.model, []
+        if m.kind not in KINDS:
+            problems.append(f"model.kind must be one of {', '.join(KINDS)}, got {m.kind!r}")
         if m.n_params < 1:
             problems.append("model.n_params must be >= 1")
         if m.kind == "flow_reg" and m.latent not in (0, m.n_params):
@@ -169,7 +175,7 @@ def _tiny() -> FlowSynthConfig:
             warm_latent=5,
             start_regress=2,
             warm_regress=3,
-            reg_factor=10.0,
+            reg_factor=1000.0,
             plateau_patience=5,
             early_stop=15,
         ),

@@ -7,6 +7,7 @@ the audio.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -49,18 +50,29 @@ class SynthData:
     def subset_names(self) -> list[str]:
         return [self.names[i] for i in self.subset]
 
+    def resplit(self, seed: int) -> SynthData:
+        """The same presets with another seeded 80/10/10 split (:func:`acids_flowsynth.render.split_of`):
+        the folds of a fixed preset bank, without rendering it again. Arrays are shared, not copied."""
+        from acids_flowsynth.render import split_of
 
-def load(root: str | os.PathLike[str] | Mapping[str, Any]) -> SynthData:
-    """Load a synth dataset (a directory, its manifest, or a ``dataset`` record).
+        split = split_of(len(self.split), seed)
+        return dataclasses.replace(self, split=split, config={**self.config, "split_seed": int(seed)})
+
+
+def load(root: str | os.PathLike[str] | Mapping[str, Any] | SynthData) -> SynthData:
+    """Load a synth dataset (a directory, its manifest, or a ``dataset`` record; a :class:`SynthData` is
+    returned as it is).
 
     Raises:
         DataError: not a synth dataset (no ``mel`` and ``params`` features or no split), or empty.
     """
     from acids_data.reader import ShardReader
 
+    if isinstance(root, SynthData):
+        return root
     reader = ShardReader(root, keys=("mel", "params") if _has_params(root) else None)
     m = reader.manifest
-    missing = {"mel", "params"} - set(m["feature_keys"])
+    missing = {"mel", "params"} - set(m["feature_keys"]) - set(m.get("chunk_keys", []))
     if missing:
         raise DataError(
             f"{reader.root}: not a synth dataset (no {sorted(missing)} features); make one with "
@@ -74,6 +86,7 @@ def load(root: str | os.PathLike[str] | Mapping[str, Any]) -> SynthData:
     # whole frames only: ShardReader refuses a read that is not a multiple of the feature hop, and a
     # 4 s chunk (88,200 samples) is not one of 1,024
     length = reader.chunk // reader.feature_hop * reader.feature_hop
+    framed = "params" not in reader.chunk_keys  # acids-flowsynth 0.1: (P, F), the vector over the frames
     first = reader.read(0, 0, length)
     mel = np.empty((n, *first["mel"].shape), np.float32)
     params = np.empty((n, first["params"].shape[0]), np.float32)
@@ -82,7 +95,7 @@ def load(root: str | os.PathLike[str] | Mapping[str, Any]) -> SynthData:
         for i in range(n):
             item = reader.read(i, 0, length)
             mel[i] = item["mel"]
-            params[i] = item["params"][:, 0]
+            params[i] = item["params"][:, 0] if framed else item["params"]
             s = splits.get(reader.source_sha256(i))
             if s not in SPLITS:
                 raise DataError(f"{reader.root}: chunk {i} has no train/valid/test split in the manifest")
@@ -101,4 +114,5 @@ def load(root: str | os.PathLike[str] | Mapping[str, Any]) -> SynthData:
 def _has_params(root: str | os.PathLike[str] | Mapping[str, Any]) -> bool:
     from acids_data.store import read_manifest
 
-    return {"mel", "params"} <= set(read_manifest(root)["feature_keys"])
+    m = read_manifest(root)
+    return {"mel", "params"} <= set(m["feature_keys"]) | set(m.get("chunk_keys", []))

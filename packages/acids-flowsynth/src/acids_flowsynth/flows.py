@@ -4,8 +4,12 @@ Every flow maps (B, D) → (B, D) and returns ``(y, log|det dy/dx|)`` with the l
 ``inverse`` undoes ``forward`` (sequentially over the D dimensions for the autoregressive blocks: D network
 passes, cheap for the latent sizes here, 16-64).
 
-* :class:`IAF` (Kingma et al. 2016, the numerically stable gated form):
-  ``y = x * sigmoid(s) + (1 - sigmoid(s)) * m`` with ``(m, s) = MADE(x)``; log-det ``sum log sigmoid(s)``.
+* :class:`IAF` (Kingma et al. 2016, the numerically stable gated form, normalised to start at the
+  identity): ``y = x * g / g0 + (1 - g) * m`` with ``(m, s) = MADE(x)``, ``g = sigmoid(s + b)`` and
+  ``g0 = sigmoid(b)``; log-det ``sum log(g / g0)``. Without the ``/ g0`` each block starts as a
+  contraction by g0 = 0.73 and a stack of 8 (16) contracts the latent 12x (150x) at initialisation:
+  the posterior must then spread its samples that much, and the regression read a latent it learnt
+  slowly (held-out MSE_n of VAE_flow twice that of the VAE, Flow_reg near the predict-the-mean error).
 * :class:`MAF` (Papamakarios et al. 2017), the density direction:
   ``y = (x - mu) * exp(-alpha)`` with ``(mu, alpha) = MADE(x)``; log-det ``-sum alpha``.
 
@@ -70,21 +74,23 @@ class IAF(nn.Module):
     def __init__(self, dim: int, hidden: int, layers: int = 1, gate_bias: float = 1.0) -> None:
         super().__init__()
         self.made = MADE(dim, hidden, layers)
-        self.gate_bias = gate_bias  # sigmoid(1) = 0.73: start close to the identity, as Kingma et al.
+        self.gate_bias = gate_bias  # sigmoid(1) = 0.73: updates x only slightly at first, as Kingma et al.
+        self.log_g0 = float(torch.nn.functional.logsigmoid(torch.tensor(gate_bias)))
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         m, s = self.made(x)
-        gate = torch.sigmoid(s + self.gate_bias)
-        y = x * gate + (1.0 - gate) * m
-        return y, nn.functional.logsigmoid(s + self.gate_bias).sum(-1)
+        log_gate = nn.functional.logsigmoid(s + self.gate_bias)
+        gate = torch.exp(log_gate)
+        y = x * torch.exp(log_gate - self.log_g0) + (1.0 - gate) * m
+        return y, (log_gate - self.log_g0).sum(-1)
 
     def inverse(self, y: torch.Tensor) -> torch.Tensor:
         x = torch.zeros_like(y)
         for i in range(y.shape[-1]):  # x_i needs x_<i only
             m, s = self.made(x)
-            gate = torch.sigmoid(s[:, i] + self.gate_bias)
+            log_gate = nn.functional.logsigmoid(s[:, i] + self.gate_bias)
             x = x.clone()
-            x[:, i] = (y[:, i] - (1.0 - gate) * m[:, i]) / gate
+            x[:, i] = (y[:, i] - (1.0 - torch.exp(log_gate)) * m[:, i]) * torch.exp(self.log_g0 - log_gate)
         return x
 
 

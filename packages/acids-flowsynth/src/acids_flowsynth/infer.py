@@ -1,7 +1,9 @@
 """Parameter inference from a sound file: audio → mel → model → parameters (+ re-render and a mel plot).
 
-The input is taken as one note: resampled to the model's rate and padded or cropped to the training
-duration (4 s). No pitch tracking or shift to C4 is done yet (the reference server does one).
+The input is taken as one note: resampled to the model's rate (mono), its pitch tracked and shifted to
+the dataset's note (C4) with the duration kept (:mod:`acids_flowsynth.pitch`, as the reference server
+does), then padded or cropped to the training duration (4 s). Unpitched sounds (fewer than a quarter of
+the frames voiced) are not shifted; ``shift=False`` turns the shift off.
 """
 
 from __future__ import annotations
@@ -22,10 +24,17 @@ from acids_flowsynth.synth import get_backend
 from acids_flowsynth.train import full_vectors
 
 
-def note_mel(source: str | os.PathLike[str], meta: dict[str, Any]) -> np.ndarray:
-    """A sound file taken as one note → its natural-log mel (64, F) at the model's rate and duration
-    (resampled to mono, padded or cropped)."""
+def load_note(
+    source: str | os.PathLike[str], meta: dict[str, Any], *, shift: bool = True
+) -> tuple[np.ndarray, dict[str, Any]]:
+    """A sound file taken as one note → (mono audio (T,) at the model's rate and duration, info).
+
+    With ``shift``, the note's pitch is tracked and shifted to the dataset's note (its ``render.note``,
+    C4) before the pad or crop. ``info``: ``f0`` (Hz, None when unpitched), ``midi`` and ``shift``
+    (semitones applied).
+    """
     from acids_data.audio import load as load_audio
+    from acids_flowsynth.pitch import midi_of, note_pitch, shift_pitch
 
     r = meta.get("render", {})
     sr = int(r.get("sample_rate", 22050))
@@ -34,7 +43,20 @@ def note_mel(source: str | os.PathLike[str], meta: dict[str, Any]) -> np.ndarray
     if x.size == 0:
         raise DataError(f"{source}: no audio")
     x = np.pad(x, (0, max(0, length - x.size)))[:length].astype(np.float32)
-    return mel_of(x, sr)
+    info: dict[str, Any] = {"f0": None, "midi": None, "shift": 0.0}
+    if shift:
+        f0 = note_pitch(x, sr, seconds=float(r.get("hold", 3.0)))
+        if f0 is not None:
+            semis = float(r.get("note", 60)) - midi_of(f0)
+            info = {"f0": f0, "midi": midi_of(f0), "shift": semis}
+            x = shift_pitch(x, sr, semis)
+    return x, info
+
+
+def note_mel(source: str | os.PathLike[str], meta: dict[str, Any], *, shift: bool = True) -> np.ndarray:
+    """A sound file taken as one note → its natural-log mel (64, F) (see :func:`load_note`)."""
+    x, _ = load_note(source, meta, shift=shift)
+    return mel_of(x, int(meta.get("render", {}).get("sample_rate", 22050)))
 
 
 def infer_file(
@@ -45,17 +67,21 @@ def infer_file(
     render_path: str | os.PathLike[str] | None = None,
     plot_path: str | os.PathLike[str] | None = None,
     preset_path: str | os.PathLike[str] | None = None,
+    shift: bool = True,
 ) -> dict[str, Any]:
     """Infer the parameters of ``source``; optionally write them (JSON), a re-render (WAV) and a PNG.
 
     Returns:
-        A record body: ``source``, ``params`` ({name: physical value}), ``normalised``, the written paths,
-        and ``sc`` / ``mel_mse`` between the input's and the re-render's mel when it is rendered.
+        A record body: ``source``, ``params`` ({name: physical value}), ``normalised``, ``pitch`` (the
+        tracked ``f0``, ``midi`` and the ``shift`` in semitones applied before encoding), the written
+        paths, and ``sc`` / ``mel_mse`` between the (shifted) input's and the re-render's mel when it is
+        rendered.
     """
     model, meta = checkpoint.load(model_path)
     r = meta.get("render", {})
     sr = int(r.get("sample_rate", 22050))
-    mel = note_mel(source, meta)
+    x, pitch = load_note(source, meta, shift=shift)
+    mel = mel_of(x, sr)
     pred = model.infer(torch.from_numpy(mel)[None])
     vector = full_vectors(pred, meta)[0]
     backend = get_backend(meta["synth"])
@@ -67,6 +93,7 @@ def infer_file(
         "params": physical,
         "normalised": {n: float(vector[i]) for i, n in enumerate(meta["names"])},
         "inferred": list(meta["subset"]),
+        "pitch": pitch,
     }
     if out_json is not None:
         atomic_write_json(Path(out_json), result)

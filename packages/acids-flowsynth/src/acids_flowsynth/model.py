@@ -46,8 +46,10 @@ class FlowSynth(nn.Module):
             self.regressor = nn.Sequential(
                 nn.Flatten(), mlp(i.n_mels * i.n_frames, m.mlp_hidden, m.mlp_layers, m.n_params, m.dropout)
             )
-        elif m.kind == "cnn":
-            enc = ConvEncoder(i.n_mels, i.n_frames, m.cnn_channels, m.cnn_layers, m.kernel)
+        elif m.kind in ("cnn", "resnet"):
+            enc = ConvEncoder(
+                i.n_mels, i.n_frames, m.cnn_channels, m.cnn_layers, m.kernel, residual=m.kind == "resnet"
+            )
             head = mlp(enc.out_features, m.cnn_hidden, m.cnn_mlp_layers, m.n_params, m.dropout)
             self.regressor = nn.Sequential(enc, head)
         else:
@@ -72,7 +74,11 @@ class FlowSynth(nn.Module):
     def _init(self) -> None:
         """Xavier init of the convolution and dense weights (the reference code's choice)."""
         for mod in self.modules():
-            if isinstance(mod, (nn.Conv2d, nn.Linear)) and type(mod) in (nn.Conv2d, nn.Linear):
+            if isinstance(mod, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)) and type(mod) in (
+                nn.Conv2d,
+                nn.ConvTranspose2d,
+                nn.Linear,
+            ):
                 nn.init.xavier_uniform_(mod.weight)
                 nn.init.zeros_(mod.bias)
 

@@ -6,10 +6,10 @@ Layout in the acids-data format (``acids_data.store``; one "source" per preset):
 * ``mel``: float16 (n, 64, F), the natural-log mel of acids-data's :func:`~acids_data.features.log_mel`
   with the paper's analysis (n_fft 2048, hop 1024, fmin 30 Hz, fmax 11 kHz): F = L // 1024 = 86 frames
   (the model crops to 80, as the paper);
-* ``params``: float32 (n, P, F), the preset's *normalised* parameter vector (all P parameters of the
-  synth, table order) repeated over the F frames. The writer requires every feature to end in the frame
-  axis; the repetition costs P x F x 4 bytes (11 KB at P = 33) next to 176 KB of audio per preset.
-  Read column 0 of the frame axis.
+* ``params``: float32 (n, P), the preset's *normalised* parameter vector (all P parameters of the synth,
+  table order), an acids-data *chunk array* (``chunk_keys``: one row per chunk, no frame axis).
+  Datasets written by acids-flowsynth 0.1 stored it as a feature (n, P, F), the vector repeated over the
+  frames; :mod:`acids_flowsynth.data` reads both.
 
 The manifest's ``config`` says which synth, subset, seed, note, velocity, hold and duration made the
 dataset; its ``features.params`` lists the parameter table and the subset's names and indices. Every
@@ -165,7 +165,7 @@ def render_dataset(
             "subset": [names[i] for i in idx],
             "subset_indices": idx,
             "normalised": True,
-            "layout": "(P, F): the vector repeated over the frames",
+            "layout": "(P,): a chunk array",
         },
     }
     writer = ShardWriter(
@@ -175,7 +175,8 @@ def render_dataset(
         chunk=L,
         hop=L,
         feature_hop=hop,
-        feature_keys=("mel", "params"),
+        feature_keys=("mel",),
+        chunk_keys=("params",),
         features_desc=features,
         config=config,
         created_by=f"acids-flowsynth {__version__}",
@@ -201,7 +202,7 @@ def render_dataset(
                 pcm = np.clip(np.round(x * 32767.0), -32768, 32767).astype(np.int16)
                 feats = {
                     "mel": mel_of(x, sample_rate)[None],
-                    "params": np.repeat(vectors[i][None, :, None], frames, axis=-1),
+                    "params": vectors[i][None, :],
                 }
                 path = f"{synth}/preset-{i:06d}"
                 writer.add_chunks(shas[i], path, pcm[None, None], feats, 0, [0])

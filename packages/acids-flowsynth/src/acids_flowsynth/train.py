@@ -117,7 +117,7 @@ def _evaluate(model: FlowSynth, x: torch.Tensor, v: torch.Tensor, beta: float, g
 
 def train(
     cfg: FlowSynthConfig,
-    data: str | Path | Mapping[str, Any],
+    data: str | Path | Mapping[str, Any] | SynthData,
     out_dir: str | Path,
     *,
     resume: bool = True,
