@@ -224,10 +224,11 @@ def transfer(
 @click.option("--threads", type=int, default=1, show_default=True, help="torch CPU threads.")
 @click.option(
     "--precision",
-    type=click.Choice(["fp32", "bf16"]),
+    type=click.Choice(["fp32", "bf16", "int8"]),
     default="fp32",
     show_default=True,
-    help="Decoder weights: bf16 halves the bytes read per block (CPUs with bfloat16 arithmetic).",
+    help="Decoder weights: bf16 halves the bytes read per block (CPUs with bfloat16 arithmetic), "
+    "int8 quarters them (int8 products; about 38-42 dB SNR against fp32).",
 )
 def stream(
     model: str,

@@ -154,7 +154,9 @@ def exportable(
 
     ``torch.jit.script(exportable(path))`` is the nn~ TorchScript file; ``io_spec()`` describes it.
     ``precision="bf16"`` keeps the decoder's (and encoder's) weights in bfloat16 (:meth:`DDSP.set_precision`):
-    for TorchScript/nn~ on CPUs with bfloat16 arithmetic, not for ONNX board profiles.
+    for TorchScript/nn~ on CPUs with bfloat16 arithmetic, not for ONNX board profiles. ``precision="int8"``
+    keeps them in int8 (per-channel weight scales, inputs quantized per frame, ``torch._int_mm``): the
+    stream still equals the int8 model offline; TorchScript/nn~ only, not ONNX.
     """
     if isinstance(source, DDSP):
         return ScriptedDDSP(source, streaming=streaming, precision=precision)
