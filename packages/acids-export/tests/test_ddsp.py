@@ -74,3 +74,23 @@ def test_ddsp_onnx_streaming_state_is_explicit(ddsp_ckpt, tmp_path, audio, comma
     assert rec["profile"] == profile and len(rec["io"]["inputs"]) > 2  # phase, GRU, filter tails...
     fig = rec["figures"]["methods"]["forward"]
     assert fig["max_abs_error"] < 1e-4 and fig["stream_vs_offline"] < 1e-4
+
+
+@pytest.mark.parametrize("precision", ["bf16", "int8"])
+def test_ddsp_torchscript_at_a_lower_precision(ddsp_ckpt, tmp_path, audio, precision):
+    """--precision reaches the family's exportable; check compares with eager at the same precision."""
+    out = tmp_path / f"d.{precision}.ts"
+    args = ["torchscript", str(ddsp_ckpt), "--streaming", "--precision", precision, "-o", str(out)]
+    rec = _artifact(CliRunner().invoke(main_group, [*args, "--blocks", "3", "--audio", audio]))
+    assert rec["io"]["precision"] == precision
+    fig = rec["figures"]["methods"]["forward"]
+    # eager at the same precision: the file is that model, not an fp32 one with quantisation noise
+    assert fig["max_abs_error"] < 1e-4 and fig["stream_vs_offline"] < 1e-4
+    res = CliRunner().invoke(main_group, ["check", str(out), "--audio", audio, "--blocks", "3"])
+    assert _artifact(res)["figures"]["methods"]["forward"]["max_abs_error"] < 1e-4
+
+
+def test_precision_the_family_lacks_is_one_line(tmp_path, tiny_plugin, tiny_ckpt):
+    res = CliRunner().invoke(main_group, ["torchscript", str(tiny_ckpt), "--precision", "int8"])
+    assert res.exit_code == 2 and "has no precision option" in res.output
+    assert "Traceback" not in res.output and not list(tmp_path.glob("*.ts"))

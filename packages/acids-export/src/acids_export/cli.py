@@ -152,6 +152,13 @@ def list_cmd(profiles: bool) -> None:
 )
 @click.option("--allow-new-ops", is_flag=True, help="Write files that nn~'s libtorch 2.5 cannot load.")
 @click.option(
+    "--precision",
+    type=click.Choice(["fp32", "bf16", "int8"]),
+    default="fp32",
+    show_default=True,
+    help="Weight precision, where the family offers it (acids-rave: bf16; acids-ddsp: bf16, int8).",
+)
+@click.option(
     "--torch-export",
     "pt2",
     is_flag=True,
@@ -162,8 +169,9 @@ def list_cmd(profiles: bool) -> None:
 )
 @_check_options
 def torchscript_cmd(
-    ckpt, streaming, out, allow_new_ops, pt2, method, audio, buffer, blocks, atol, warmup, rtf_calls
-) -> None:
+    ckpt, streaming, out, allow_new_ops, precision, pt2, method, audio, buffer, blocks, atol, warmup,
+    rtf_calls,
+) -> None:  # fmt: skip
     """A TorchScript file with the nn~ interface from CKPT (or piped `checkpoint` records).
 
     With --torch-export, the successor route: a .pt2 ExportedProgram of one method, ``(x, *state) -> (y,
@@ -173,8 +181,10 @@ def torchscript_cmd(
 
     if method and not pt2:
         raise UsageError("--method goes with --torch-export (TorchScript files hold every method)")
+    if precision != "fp32" and pt2:
+        raise UsageError("--precision bf16/int8 is for TorchScript files (nn~); --torch-export writes fp32")
     for path in _checkpoints(ckpt, out):
-        loaded = registry.load(path, streaming=streaming)
+        loaded = registry.load(path, streaming=streaming, precision=precision)
         if pt2:
             from acids_export.torch_export import export_program
 
@@ -189,7 +199,8 @@ def torchscript_cmd(
             _emit(fields, Path(final), {})
             log.info("wrote %s", final)
             continue
-        final = out or Path(path).with_suffix(".streaming.ts" if streaming else ".ts")
+        tag = "" if precision == "fp32" else f".{precision}"
+        final = out or Path(path).with_suffix(f"{'.streaming' if streaming else ''}{tag}.ts")
         with _staged(Path(final)) as tmp:
             torchscript.export(loaded, tmp, allow_hazards=allow_new_ops)
             fields = verify.check(

@@ -33,13 +33,14 @@ Optional, so that ``check`` runs a method on realistic inputs (:mod:`acids_expor
 from __future__ import annotations
 
 import importlib.metadata
+import inspect
 import logging
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from acids_core.errors import DataError, MissingInput
+from acids_core.errors import DataError, MissingInput, UsageError
 
 log = logging.getLogger(__name__)
 
@@ -99,6 +100,8 @@ class ExportSpec:
     attributes: tuple[AttributeSpec, ...] = ()
     streaming: bool = False
     latency_samples: int = 0
+    #: weight precision the exportable was built at ("fp32", or an opt-in "bf16"/"int8")
+    precision: str = "fp32"
     extra: dict[str, Any] = field(default_factory=dict)
 
     def method(self, name: str) -> MethodSpec:
@@ -117,6 +120,7 @@ class ExportSpec:
             "sample_rate": self.sample_rate,
             "streaming": self.streaming,
             "latency_samples": self.latency_samples,
+            "precision": self.precision,
             "methods": {m.name: m.params for m in self.methods},
             "attributes": {a.name: list(a.default) for a in self.attributes},
             "labels": {m.name: [list(m.input_labels), list(m.output_labels)] for m in self.methods},
@@ -141,6 +145,7 @@ class ExportSpec:
             methods=tuple(methods),
             streaming=bool(d.get("streaming", False)),
             latency_samples=int(d.get("latency_samples") or 0),
+            precision=str(d.get("precision") or "fp32"),
         )
 
     @classmethod
@@ -173,7 +178,7 @@ class ExportSpec:
                     if type(v) not in ATTRIBUTE_TYPE_IDS:
                         raise ValueError(f"attribute {name}: values must be bool/int/float/str, got {v!r}")
                 attributes.append(AttributeSpec(str(name), default))
-            known = {"methods", "attributes", "sample_rate", "streaming", "latency_samples"}
+            known = {"methods", "attributes", "sample_rate", "streaming", "latency_samples", "precision"}
             return cls(
                 family=family,
                 sample_rate=int(io["sample_rate"]),
@@ -181,6 +186,7 @@ class ExportSpec:
                 attributes=tuple(attributes),
                 streaming=bool(io.get("streaming", False)),
                 latency_samples=int(io.get("latency_samples") or 0),
+                precision=str(io.get("precision") or "fp32"),
                 extra={k: v for k, v in io.items() if k not in known},
             )
         except (KeyError, TypeError, ValueError) as e:
@@ -250,11 +256,27 @@ class Loaded:
     envelope_meta: dict[str, Any]
 
 
-def load(path: str | os.PathLike[str], *, streaming: bool = True) -> Loaded:
+def _keywords(factory: Callable[..., Any]) -> set[str]:
+    """Keyword names a factory accepts (every name when it takes ``**kwargs``)."""
+    try:
+        params = inspect.signature(factory).parameters.values()
+    except (TypeError, ValueError):
+        return set()
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
+        return {"precision"}
+    return {p.name for p in params}
+
+
+def load(path: str | os.PathLike[str], *, streaming: bool = True, precision: str = "fp32") -> Loaded:
     """Load a checkpoint through its family's exportable.
+
+    ``precision`` other than "fp32" is passed to the factory as ``precision=`` (an opt-in of the
+    family, e.g. acids-rave's bf16 or acids-ddsp's bf16/int8 weights); fp32 calls it without, as every
+    factory accepts.
 
     Raises:
         MissingInput (66): no such file. DataError (65): not a checkpoint, unknown family, bad module.
+        UsageError (2): the family has no such precision.
     """
     from acids_core.checkpoint import load_checkpoint
 
@@ -264,10 +286,17 @@ def load(path: str | os.PathLike[str], *, streaming: bool = True) -> Loaded:
     env = load_checkpoint(p)
     family = family_of(str(env["format"]))
     factory = get(family)
+    options: dict[str, Any] = {} if precision == "fp32" else {"precision": precision}
+    if options and "precision" not in _keywords(factory):
+        raise UsageError(f"the '{family}' exportable has no precision option (only fp32)")
     try:
-        module = factory(p, streaming=streaming)
+        module = factory(p, streaming=streaming, **options)
     except (DataError, MissingInput):
         raise
+    except ValueError as e:
+        if options:  # the family refused this precision: a user choice, one line
+            raise UsageError(f"the '{family}' exportable refused precision {precision!r}: {e}") from None
+        raise DataError(f"{p}: the '{family}' exportable could not build a module ({e})") from None
     except Exception as e:
         raise DataError(f"{p}: the '{family}' exportable could not build a module ({e})") from None
     io = getattr(module, "io_spec", None)

@@ -144,10 +144,11 @@ def detect_format(path: str | Path) -> str:
     raise DataError(f"{p}: neither a TorchScript archive nor an ONNX model")
 
 
-def _eager(checkpoint: str | None, streaming: bool) -> registry.Loaded | None:
+def _eager(checkpoint: str | None, streaming: bool, precision: str = "fp32") -> registry.Loaded | None:
+    """The eager reference at the artifact's weight precision (a bf16/int8 file is compared with the same)."""
     if not checkpoint or not os.path.exists(checkpoint):
         return None
-    return registry.load(checkpoint, streaming=streaming)
+    return registry.load(checkpoint, streaming=streaming, precision=precision)
 
 
 def _input_spec(file_spec: ExportSpec, offline: registry.Loaded | None) -> ExportSpec:
@@ -306,6 +307,7 @@ def _check_torchscript(path, meta, buffer, opts: _Options) -> dict[str, Any]:
         if r > 4096 or r & (r - 1):
             figs.failures.append(f"ratio {r} is above 4096 or not a power of two (P2)")
     streaming = bool(spec_meta.get("streaming", False))
+    precision = str(spec_meta.get("precision") or "fp32")
     spec = ExportSpec(family=spec_meta.get("family", "?"), sample_rate=max(sr, 1), methods=tuple(methods))
     higher = max([1] + [max(mm.in_ratio, mm.out_ratio) for mm in methods])
     buffer = max(buffer, higher)
@@ -323,7 +325,7 @@ def _check_torchscript(path, meta, buffer, opts: _Options) -> dict[str, Any]:
     if figs.failures:
         raise DataError(f"{path}: check failed: {'; '.join(figs.failures)}")
     checkpoint = opts.checkpoint or meta.get("checkpoint")
-    offline = _eager(checkpoint, streaming=False)
+    offline = _eager(checkpoint, streaming=False, precision=precision)
     spec = _input_spec(spec, offline)
     samples, audio_name = load_audio(opts.audio or find_audio(), opts.blocks * buffer, spec.sample_rate)
     inputs, sources = method_inputs(spec, samples, offline.module if offline else None)
@@ -336,8 +338,8 @@ def _check_torchscript(path, meta, buffer, opts: _Options) -> dict[str, Any]:
         _timed(fig, "", _call(load(path), mm.name), x, block, buffer, spec.sample_rate, opts.timing)
         ref = None
         if has_eager:
-            ref, _ = run_blocks(_call(_eager(checkpoint, streaming).module, mm.name), x, block)
-            eager = _eager(checkpoint, streaming).module  # fresh state: warm-up moves it on
+            ref, _ = run_blocks(_call(_eager(checkpoint, streaming, precision).module, mm.name), x, block)
+            eager = _eager(checkpoint, streaming, precision).module  # fresh state: warm-up moves it on
             _timed(fig, "eager_", _call(eager, mm.name), x, block, buffer, spec.sample_rate, opts.timing)
         figs.compare(mm.name, "max_abs_error", got, ref, mm.out_ratio == 1)
         if streaming and offline is not None:
@@ -353,6 +355,7 @@ def _check_torchscript(path, meta, buffer, opts: _Options) -> dict[str, Any]:
             "methods": {mm.name: mm.params for mm in methods},
             "attributes": attributes,
             "sample_rate": sr,
+            "precision": precision,
         },
         "checkpoint": checkpoint,
         "figures": _figures_record(audio_name, buffer, offline, figs, sources),
