@@ -10,6 +10,11 @@ Stages so far (each later package extends this chain):
      ONNX file for a Raspberry Pi (rpi-bookworm profile), each checked against eager PyTorch on real audio
   5. acids-ddsp: the violin phrase at 16 kHz with f0/loudness → a short training of the `small` preset →
      the flute phrase played by the violin model (timbre transfer, with a PNG of f0/loudness) → nn~ export
+  6. acids-deploy: the Raspberry Pi ONNX artifact piped into a bundle for rpi-bookworm (the board's aarch64
+     wheels resolved by pip), the bundle's runner smoke-tested here, and a `push --dry-run` plan for an
+     example board inventory (a real push needs a board reachable over SSH)
+  7. acids-flowsynth: 512 presets of the built-in synth rendered → a tiny regression-flow model trained →
+     the synth parameters inferred from the flute phrase (pitch shifted to C4), re-rendered, with a mel PNG
 Every stage runs as its real console script, joined by real shell pipes.
 """
 
@@ -43,6 +48,7 @@ def main() -> int:
     ap.add_argument("--fresh", action="store_true", help="delete previous outputs first")
     ap.add_argument("--rave-steps", type=int, default=300, help="training steps of the RAVE stage")
     ap.add_argument("--ddsp-steps", type=int, default=200, help="training steps of the DDSP stage")
+    ap.add_argument("--flowsynth-epochs", type=int, default=30, help="epochs of the FlowSynth stage")
     args = ap.parse_args()
     out: Path = args.out.resolve()
     if args.fresh and out.exists():
@@ -131,6 +137,57 @@ def main() -> int:
             ).stdout
             rec = json.loads(art.splitlines()[-1])
             outputs.append(("ddsp torchscript", f"{rec['path']}  (verified)"))
+
+    pi_onnx = out / "rave-rpi.onnx"
+    if shutil.which("acids-deploy") and pi_onnx.exists():
+        print("== 6. bundle the Pi model for rpi-bookworm; test its runner; plan a push", file=sys.stderr)
+        bundle, records_b, pi_record = out / "pi-bundle.tar", out / "bundle.jsonl", out / "pi-artifact.jsonl"
+        lines = (out / "artifacts.jsonl").read_text().splitlines()
+        pi_record.write_text("".join(f"{x}\n" for x in lines if json.loads(x)["profile"] == "rpi-bookworm"))
+        sh(f"cat '{pi_record}' | acids-deploy bundle --profile rpi-bookworm -o '{bundle}' > '{records_b}'")
+        local = out / "pi-bundle-here"  # the runner and model, without the board's aarch64 site/
+        shutil.rmtree(local, ignore_errors=True)
+        local.mkdir()
+        sh(f"tar -xf '{bundle}' -C '{local}' run.py models manifest.json")
+        smoke = json.loads(sh(f"'{sys.executable}' '{local / 'run.py'}' --smoke").stdout)
+        inventory = out / "boards.toml"
+        inventory.write_text(
+            "# an example inventory: set host/user/identity_file, pin the host key in known_hosts, then\n"
+            f"# acids-deploy push {bundle.name} -i boards.toml -t pi-1\n"
+            '[defaults]\nuser = "pi"\nidentity_file = "~/.ssh/id_ed25519"\nknown_hosts = "known_hosts"\n'
+            'install_dir = "/home/pi/acids"\n\n'
+            '[boards.pi-1]\nhost = "192.168.1.20"\nprofile = "rpi-bookworm"\n'
+        )
+        sh(f"acids-deploy push -i '{inventory}' -t pi-1 --dry-run < '{records_b}' > /dev/null")
+        brec = json.loads(records_b.read_text().splitlines()[-1])
+        outputs += [
+            ("pi bundle", f"{bundle}  ({brec['bytes'] / 1e6:.0f} MB, {', '.join(brec['dependencies'])})"),
+            ("pi runner here", f"{local / 'run.py'}  (smoke test real-time factor {smoke['rtf']:.3g})"),
+            ("board inventory", f"{inventory}  (the push plan is printed above)"),
+        ]
+
+    if shutil.which("acids-flowsynth"):
+        epochs = args.flowsynth_epochs
+        print(
+            f"== 7. FlowSynth: 512 synth presets → tiny Flow_reg ({epochs} epochs) → the flute's parameters",
+            file=sys.stderr,
+        )
+        fs_records = out / "flowsynth.jsonl"
+        sh(
+            f"acids-flowsynth render --presets 512 -o '{out / 'flowsynth-dataset'}' --threads 1 -q"
+            f" | acids-flowsynth train -o '{out / 'flowsynth-run'}' --config tiny --model flow_reg"
+            f" --epochs {epochs} --threads 1 --no-tensorboard > '{fs_records}'"
+        )
+        fs_ckpt = json.loads(fs_records.read_text().splitlines()[-1])["path"]
+        params, render = out / "flute-synth-params.json", out / "flute-synth.wav"
+        sh(
+            f"acids-flowsynth infer '{fs_ckpt}' '{audio / 'flute.flac'}' -o '{params}' --render '{render}'"
+            f" --plot '{render.with_suffix('.png')}' > /dev/null"
+        )
+        outputs += [
+            ("flowsynth checkpoint", fs_ckpt),
+            ("flowsynth inference", f"{params}  (re-rendered {render}, + {render.with_suffix('.png').name})"),
+        ]
 
     print(f"demo finished in {time.monotonic() - t0:.0f} s. Outputs:")
     width = max(len(name) for name, _ in outputs)
