@@ -117,7 +117,8 @@ def test_exportable_scripts_traces_and_exports_like_eager(kind, tmp_path):
         ref = m.infer(mel)
         for f in (e, scripted, loaded, traced, exported):
             torch.testing.assert_close(f(mel), ref, atol=1e-6, rtol=0)
-        torch.testing.assert_close(loaded(short), m.infer(short), atol=1e-6, rtol=0)  # padded input
+        for f in (loaded, traced):  # padded input; the trace saw a long one and must not bake that in
+            torch.testing.assert_close(f(short), m.infer(short), atol=1e-6, rtol=0)
         if kind == "flow_reg":
             z = loaded.encode(mel)
             torch.testing.assert_close(z, m.encode(m.prepare(mel))["z"], atol=1e-6, rtol=0)

@@ -36,9 +36,10 @@ class _Prepare(nn.Module):
 
     def forward(self, mel: torch.Tensor) -> torch.Tensor:
         n = self.n_frames
-        if mel.shape[-1] < n:
-            mel = nn.functional.pad(mel, (0, n - mel.shape[-1]), value=self.floor)
-        x = torch.log(torch.exp(mel[..., :n].float()) + self.eps)
+        # pad n silent frames, then keep the first n: no branch on the length, so a traced graph handles
+        # inputs shorter and longer than the one it was traced with
+        mel = nn.functional.pad(mel, (0, n), value=self.floor)[..., :n]
+        x = torch.log(torch.exp(mel.float()) + self.eps)
         return ((x - self.mean) / self.std).unsqueeze(1)
 
 
