@@ -124,44 +124,7 @@ def test_streaming_onnx_matches_eager_offline():
     x = torch.cat([f0, loudness], dim=1)  # (1, 2, F)
     with torch.no_grad():
         offline = model(f0, loudness)[0, 0].numpy()
-
-    module = exportable(model)
-    state = _state_buffers(module, x[..., :8])
-    assert state and all(s.dtype == torch.float32 for _, s in state), [(n, s.dtype) for n, s in state]
-    names = [n for n, _ in state]
-    wrapper = ExplicitState(module, names)
-    inputs = ["x"] + [f"state_in.{i}" for i in range(len(state))]
-    outputs = ["y"] + [f"state_out.{i}" for i in range(len(state))]
-    buf = io.BytesIO()
-    with warnings.catch_warnings(), torch.no_grad():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(
-            wrapper,
-            (x[..., :8], *[s for _, s in state]),
-            buf,
-            dynamo=False,
-            opset_version=17,
-            input_names=inputs,
-            output_names=outputs,
-            dynamic_axes={"x": {2: "frames"}, "y": {2: "samples"}},
-        )
-    graph = onnx.load_from_string(buf.getvalue())
-    onnx.checker.check_model(graph, full_check=True)
-    ops = {node.op_type for node in graph.graph.node}
-    assert not ops & FORBIDDEN, ops & FORBIDDEN
-    for value in [*graph.graph.input, *graph.graph.output]:
-        assert value.type.tensor_type.elem_type == onnx.TensorProto.FLOAT, value.name
-
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = opts.inter_op_num_threads = 1
-    session = ort.InferenceSession(buf.getvalue(), opts, providers=["CPUExecutionProvider"])
-    for frames in (8, 32):  # the graph was traced at 8 frames: its length is really dynamic
-        states = [s.numpy() for _, s in state]
-        pieces = []
-        for c in x.split(frames, dim=-1):
-            out = session.run(None, {"x": c.numpy(), **{f"state_in.{i}": s for i, s in enumerate(states)}})
-            pieces.append(out[0][0, 0])
-            states = out[1:]
-        streamed = np.concatenate(pieces)
-        assert streamed.shape == (96 * hop,)
-        np.testing.assert_allclose(streamed, offline, atol=2e-5, rtol=1e-4)
+    # traced at 8 frames, streamed at 8 and 32: the graph's length is really dynamic
+    for streamed in _onnx_stream(exportable(model), "forward", x, 8, (8, 32)):
+        assert streamed.shape == (1, 1, 96 * hop)
+        np.testing.assert_allclose(streamed[0, 0], offline, atol=2e-5, rtol=1e-4)
