@@ -45,9 +45,9 @@ class EncoderV2(nn.Module):
         for i, r in enumerate(e.ratios):
             for d in e.dilations[i]:
                 layers.append(DilatedUnit(c, e.kernel_size, d, causal))
-            layers += [LeakyReLU(), Conv1d(c, 2 * c, 2 * r, stride=r, causal=causal)]
+            layers += [LeakyReLU(inplace=True), Conv1d(c, 2 * c, 2 * r, stride=r, causal=causal)]
             c *= 2
-        layers += [LeakyReLU(), Conv1d(c, 2 * cfg.latent_size, 3, causal=causal)]
+        layers += [LeakyReLU(inplace=True), Conv1d(c, 2 * cfg.latent_size, 3, causal=causal)]
         self.net = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -65,7 +65,7 @@ class EncoderV1(nn.Module):
         for r in e.ratios:
             layers += [nn.BatchNorm1d(c), LeakyReLU(), Conv1d(c, 2 * c, 2 * r + 1, stride=r, causal=causal)]
             c *= 2
-        layers += [LeakyReLU(), Conv1d(c, 2 * cfg.latent_size, 5, groups=2, causal=causal)]
+        layers += [LeakyReLU(inplace=True), Conv1d(c, 2 * cfg.latent_size, 5, groups=2, causal=causal)]
         self.net = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -132,7 +132,7 @@ class NoiseGenerator(nn.Module):
         layers: list[nn.Module] = []
         c = in_channels
         for r in n.ratios:
-            layers += [Conv1d(c, n.hidden, 2 * r, stride=r, causal=cfg.causal), LeakyReLU()]
+            layers += [Conv1d(c, n.hidden, 2 * r, stride=r, causal=cfg.causal), LeakyReLU(inplace=True)]
             c = n.hidden
         layers.append(Conv1d(c, out_bands * n.noise_bands, 3, causal=cfg.causal))
         self.net = nn.Sequential(*layers)
@@ -210,7 +210,7 @@ class Decoder(nn.Module):
         layers: list[nn.Module] = [Conv1d(cfg.latent_size, c, 3 if d.kind == "v2" else 7, causal=causal)]
         n = len(ratios)
         for i, r in enumerate(reversed(ratios)):
-            layers += [LeakyReLU(), Upsample(c, c // 2, r, causal)]
+            layers += [LeakyReLU(inplace=True), Upsample(c, c // 2, r, causal)]
             c //= 2
             if d.kind == "v2":
                 for dil in reversed(d.dilations[n - 1 - i]):
@@ -218,7 +218,7 @@ class Decoder(nn.Module):
             else:
                 for pair in d.dilations:
                     layers.append(ResidualPair(c, d.kernel_size, pair, causal))
-        layers.append(LeakyReLU())
+        layers.append(LeakyReLU(inplace=True))
         self.net = nn.Sequential(*layers)
         if d.kind == "v2":
             self.wave = Conv1d(c, 2 * self.out_bands, 7, causal=causal)
