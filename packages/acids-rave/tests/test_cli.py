@@ -56,6 +56,15 @@ def test_train_from_a_piped_record_then_resume(dataset, tmp_path):
     assert np.isfinite(
         [json.loads(x)["loss"] for x in (run / "metrics.jsonl").read_text().splitlines()]
     ).all()
+    # the same command again, no flag: it continues the run rather than replacing it (as acids-ddsp does)
+    again = [*args[:5], "--max-steps", "7", "--threads", "1"]
+    r = CliRunner().invoke(main_group, again, input=dataset + "\n")
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout.strip().splitlines()[-1])["step"] == 7 and "continuing it" in r.stderr
+    # --no-resume starts over, as asked
+    r = CliRunner().invoke(main_group, [*args, "--no-resume"], input=dataset + "\n")
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout.strip().splitlines()[-1])["step"] == 4
 
 
 def test_train_refuses_chunks_shorter_than_n_signal(dataset, tmp_path):

@@ -63,7 +63,10 @@ def _resolve_config(config: str | None, overrides: tuple[str, ...], flags: dict[
 @click.option("--save-every", type=int, default=None)
 @click.option("--emit-every", type=int, default=0, help="Also emit a checkpoint record every N steps.")
 @click.option(
-    "--resume", is_flag=True, help="Continue OUT/last.ckpt (same step, optimizer and data position)."
+    "--resume/--no-resume",
+    default=None,
+    help="Continue OUT/last.ckpt (same step, optimizer and data position). Default: continue it when it "
+    "exists (a rerun never silently replaces a run); --no-resume starts over and replaces it.",
 )
 @click.option("--fidelity", type=float, default=0.95, show_default=True, help="Latent variance kept.")
 @click.option("--workers", type=int, default=0, show_default=True, help="DataLoader worker processes.")
@@ -201,6 +204,10 @@ def _train(
     }
     last = out / "last.ckpt"
     main_rank = rank == 0
+    if resume is None:
+        resume = last.is_file()
+        if resume and rank == 0:
+            log.info(f"{last} exists: continuing it (--no-resume starts over)")
     if resume:
         if not last.is_file():
             raise MissingInput(f"{last}: nothing to resume")
