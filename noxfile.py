@@ -8,13 +8,18 @@
 - demo:            the end-to-end job on the built-in real audio (assets/demo-audio)
 
 Backend: virtualenv + pip (pip's configuration on our machines serves the CPU build of torch; uv would
-download a CUDA build), with reuse_venv so a second run installs nothing.
+download a CUDA build), with reuse_venv so a second run installs nothing. Under CI (CI set) each
+tests/pipeline venv is removed when its session ends: every venv holds its own ~1 GB torch, and nine of
+them at once filled the CI disk once.
 """
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
 import tomllib
+from contextlib import contextmanager
 from pathlib import Path
 
 import nox
@@ -22,6 +27,8 @@ import nox
 ROOT = Path(__file__).parent
 PACKAGES = sorted(p.name for p in (ROOT / "packages").iterdir() if (p / "pyproject.toml").exists())
 TORCH = "torch==2.13.0"  # the CPU build on our machines; any torch>=2.1 works for users
+
+CI = bool(os.environ.get("CI"))
 
 nox.options.default_venv_backend = "venv"
 nox.options.reuse_venv = "yes"
@@ -69,6 +76,17 @@ def install(session: nox.Session, package: str, extra_test: bool = True) -> None
         session.install("--no-deps", "-e", f"packages/{p}")
 
 
+@contextmanager
+def _venv_dropped_in_ci(session: nox.Session):
+    """Under CI, remove the session's venv when the session ends (kept locally for reuse)."""
+    try:
+        yield
+    finally:
+        location = getattr(session.virtualenv, "location", None)
+        if CI and location:
+            shutil.rmtree(location, ignore_errors=True)
+
+
 @nox.session
 def lint(session: nox.Session) -> None:
     """ruff check and format check of the whole tree."""
@@ -81,16 +99,18 @@ def lint(session: nox.Session) -> None:
 @nox.parametrize("package", [nox.param(p, id=p, tags=[p]) for p in PACKAGES])
 def tests(session: nox.Session, package: str) -> None:
     """Fast tests of one package in its own venv (`-- -m slow` for the long ones)."""
-    install(session, package)
-    session.run("pytest", f"packages/{package}/tests", *session.posargs, env={"PYTHONHASHSEED": "0"})
+    with _venv_dropped_in_ci(session):
+        install(session, package)
+        session.run("pytest", f"packages/{package}/tests", *session.posargs, env={"PYTHONHASHSEED": "0"})
 
 
 @nox.session
 def pipeline(session: nox.Session) -> None:
     """The real console scripts joined by real shell pipes."""
-    for p in PACKAGES:
-        install(session, p)
-    session.run("pytest", "tools/test_pipeline.py", *session.posargs)
+    with _venv_dropped_in_ci(session):
+        for p in PACKAGES:
+            install(session, p)
+        session.run("pytest", "tools/test_pipeline.py", *session.posargs)
 
 
 @nox.session

@@ -13,8 +13,10 @@ Prints a markdown table; JSON goes to bench-out/export/.
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -48,6 +50,7 @@ def main() -> int:
     from acids_rave.model import Rave
 
     work = Path(tempfile.mkdtemp(prefix="export-rtf-"))
+    atexit.register(shutil.rmtree, work, True)  # ~360 MB of artifacts
     torch.manual_seed(0)
     cfg = PRESETS[args.preset]()
     ckpt = checkpoint.save(work / "rave.ckpt", Rave(cfg).eval())
