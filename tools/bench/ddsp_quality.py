@@ -19,6 +19,10 @@ Usage (writes bench-out/ddsp-quality/<time>/{results.json,results.md,*.wav,*.png
 
     .venv/bin/python tools/bench/ddsp_quality.py --minutes 15              # the issue's budget
     .venv/bin/python tools/bench/ddsp_quality.py --minutes 2 --eval-seconds 10   # a smoke run
+    .venv/bin/python tools/bench/ddsp_quality.py --preset small-48k --precisions int8,bf16
+
+The trained checkpoint is also evaluated with the opt-in reduced-precision decoder weights
+(``--precisions``, int8 by default): same figures, one column each.
 
 Budget = CPU seconds of the training process (``time.process_time``, 1 torch thread; the shared machine's
 load does not change it); a first short run measures the step cost, and resumed runs sized by the cost
@@ -67,6 +71,12 @@ def main() -> None:
     ap.add_argument("--eval-seconds", type=float, default=0.0, help="cap the held-out audio (0: all)")
     ap.add_argument("--transfer-seconds", type=float, default=15.0)
     ap.add_argument("--out", type=Path, default=REPO / "bench-out" / "ddsp-quality")
+    ap.add_argument(
+        "--precisions",
+        type=lambda v: [p for p in v.split(",") if p],
+        default=["int8"],
+        help="also evaluate the trained model with these opt-in decoder weights (bf16, int8; '' for none)",
+    )
     args = ap.parse_args()
     torch.set_num_threads(1)
 
@@ -115,25 +125,66 @@ def main() -> None:
     train_cpu = time.process_time() - t0
 
     env = checkpoint.read(run / "last.ckpt")
-    model = checkpoint.load(run / "last.ckpt")
     loss_fn = from_config(cfg)
-
-    def resynth(f0: np.ndarray, loudness: np.ndarray, audio: np.ndarray | None = None) -> np.ndarray:
-        x = None
-        if audio is not None and model.has_encoder:
-            x = torch.from_numpy(np.ascontiguousarray(audio[: len(f0) * hop], dtype=np.float32))[None]
-        with torch.inference_mode():
-            return model(torch.from_numpy(f0)[None], torch.from_numpy(loudness)[None], x)[0, 0].numpy()
-
     names = ["loudness", "f0"]
     fin = compute_features(held[None], sr, hop, names)
-    y = resynth(fin["f0"], fin["loudness"], held)
-    fout = compute_features(y[None], sr, hop, names)
-    sf.write(out / "heldout_resynth.wav", y, sr)
     voiced = fin["f0_confidence"] >= 0.5
-    with torch.no_grad():
-        mss = float(loss_fn(torch.from_numpy(y)[None, None], torch.from_numpy(held)[None, None]))
-    ld_err = np.abs(fout["loudness"] - fin["loudness"])
+    other, _ = sf.read(DATA / str(sr) / f"{args.transfer_from}_phrases.flac", dtype="float32")
+    other = other[: int(args.transfer_seconds * sr) // hop * hop]
+    fo = compute_features(other[None], sr, hop, names)
+    f0_t, loudness_t, done = adjust(fo["f0"], fo["f0_confidence"], fo["loudness"], env["payload"]["stats"])
+    shifted = fo["f0"] * 2.0 ** done["octaves"]
+
+    def evaluate(precision: str) -> dict:
+        """Held-out and transfer figures of the trained checkpoint with ``precision`` decoder weights."""
+        model = checkpoint.load(run / "last.ckpt")
+        model.set_precision(precision)
+        tag = "" if precision == "fp32" else f"_{precision}"
+
+        def resynth(f0: np.ndarray, loudness: np.ndarray, audio: np.ndarray | None = None) -> np.ndarray:
+            x = None
+            if audio is not None and model.has_encoder:
+                x = torch.from_numpy(np.ascontiguousarray(audio[: len(f0) * hop], dtype=np.float32))[None]
+            with torch.inference_mode():
+                return model(torch.from_numpy(f0)[None], torch.from_numpy(loudness)[None], x)[0, 0].numpy()
+
+        y = resynth(fin["f0"], fin["loudness"], held)
+        fout = compute_features(y[None], sr, hop, names)
+        sf.write(out / f"heldout_resynth{tag}.wav", y, sr)
+        with torch.no_grad():
+            mss = float(loss_fn(torch.from_numpy(y)[None, None], torch.from_numpy(held)[None, None]))
+        ld_err = np.abs(fout["loudness"] - fin["loudness"])
+        res: dict = {
+            "heldout": {
+                "mss_distance": mss,
+                "f0_rpa": rpa(fin["f0"], fin["f0_confidence"], fout["f0"]),
+                "loudness_l1_db": float(ld_err.mean()),
+                "loudness_l1_db_voiced": float(ld_err[voiced].mean()),
+                "voiced_frames": int(voiced.sum()),
+            }
+        }
+        if plots.available():
+            plots.transfer_png(
+                out / f"heldout{tag}.png", cfg.frame_rate, fin, (fin["f0"], fin["loudness"]), fout
+            )
+        z = resynth(f0_t, loudness_t, other)
+        fz = compute_features(z[None], sr, hop, names)
+        sf.write(out / f"{args.transfer_from}_as_{args.instrument}{tag}.wav", z, sr)
+        if plots.available():
+            plots.transfer_png(out / f"transfer{tag}.png", cfg.frame_rate, fo, (f0_t, loudness_t), fz)
+        res["transfer"] = {
+            "source": args.transfer_from,
+            "seconds": len(other) / sr,
+            "adjustments": done,
+            "f0_rpa_vs_shifted_input": rpa(shifted, fo["f0_confidence"], fz["f0"]),
+        }
+        if model.has_encoder:
+            zm = resynth(f0_t, loudness_t)  # the training set's mean z
+            fm = compute_features(zm[None], sr, hop, names)
+            sf.write(out / f"{args.transfer_from}_as_{args.instrument}_mean_z{tag}.wav", zm, sr)
+            res["transfer"]["f0_rpa_vs_shifted_input_mean_z"] = rpa(shifted, fo["f0_confidence"], fm["f0"])
+        return res
+
     results = {
         "instrument": args.instrument,
         "preset": args.preset,
@@ -142,56 +193,45 @@ def main() -> None:
         "train_cpu_s": round(train_cpu, 1),
         "steps": int(env["payload"]["step"]),
         "final_train_loss": float(np.mean([v for _, v in env["payload"]["history"][-20:]])),
-        "heldout": {
-            "mss_distance": mss,
-            "f0_rpa": rpa(fin["f0"], fin["f0_confidence"], fout["f0"]),
-            "loudness_l1_db": float(ld_err.mean()),
-            "loudness_l1_db_voiced": float(ld_err[voiced].mean()),
-            "voiced_frames": int(voiced.sum()),
-        },
+        **evaluate("fp32"),
+        "precisions": {p: evaluate(p) for p in args.precisions},
     }
-    if plots.available():
-        plots.transfer_png(out / "heldout.png", cfg.frame_rate, fin, (fin["f0"], fin["loudness"]), fout)
-
-    other, _ = sf.read(DATA / str(sr) / f"{args.transfer_from}_phrases.flac", dtype="float32")
-    other = other[: int(args.transfer_seconds * sr) // hop * hop]
-    fo = compute_features(other[None], sr, hop, names)
-    f0, loudness, done = adjust(fo["f0"], fo["f0_confidence"], fo["loudness"], env["payload"]["stats"])
-    z = resynth(f0, loudness, other)
-    fz = compute_features(z[None], sr, hop, names)
-    sf.write(out / f"{args.transfer_from}_as_{args.instrument}.wav", z, sr)
-    if plots.available():
-        plots.transfer_png(out / "transfer.png", cfg.frame_rate, fo, (f0, loudness), fz)
-    results["transfer"] = {
-        "source": args.transfer_from,
-        "seconds": len(other) / sr,
-        "adjustments": done,
-        "f0_rpa_vs_shifted_input": rpa(fo["f0"] * 2.0 ** done["octaves"], fo["f0_confidence"], fz["f0"]),
-    }
-    if model.has_encoder:
-        zm = resynth(f0, loudness)  # the training set's mean z
-        fm = compute_features(zm[None], sr, hop, names)
-        sf.write(out / f"{args.transfer_from}_as_{args.instrument}_mean_z.wav", zm, sr)
-        shifted = fo["f0"] * 2.0 ** done["octaves"]
-        results["transfer"]["f0_rpa_vs_shifted_input_mean_z"] = rpa(shifted, fo["f0_confidence"], fm["f0"])
     (out / "results.json").write_text(json.dumps(results, indent=2))
-    h, t = results["heldout"], results["transfer"]
+    cols = [("fp32", results), *results["precisions"].items()]
+    head = " | ".join(f"{name} weights" if name != "fp32" else "value" for name, _ in cols)
+
+    def row(label: str, cell, target: str) -> str:
+        return f"| {label} | " + " | ".join(cell(r) for _, r in cols) + f" | {target} |"
+
+    t0 = results["transfer"]
     md = [
         f"# DDSP quality: {args.preset} on {args.instrument} ({results['steps']} steps, "
         f"{results['train_cpu_s']:.0f} CPU-s, 1 thread)",
         "",
-        "| figure | value | target |",
-        "|---|---|---|",
-        f"| held-out MSS distance | {h['mss_distance']:.3f} | (lower is better) |",
-        f"| held-out f0 RPA (50 cents, voiced) | {h['f0_rpa']:.3f} | >= 0.95 |",
-        f"| held-out loudness L1 (all / voiced) | {h['loudness_l1_db']:.2f} / "
-        f"{h['loudness_l1_db_voiced']:.2f} dB | <= 2 dB |",
-        f"| {t['source']} -> {args.instrument} RPA (octaves {t['adjustments']['octaves']:+.0f}) | "
-        f"{t['f0_rpa_vs_shifted_input']:.3f} | >= 0.9 |",
+        f"| figure | {head} | target |",
+        "|---|" + "---|" * len(cols) + "---|",
+        row("held-out MSS distance", lambda r: f"{r['heldout']['mss_distance']:.3f}", "(lower is better)"),
+        row("held-out f0 RPA (50 cents, voiced)", lambda r: f"{r['heldout']['f0_rpa']:.3f}", ">= 0.95"),
+        row(
+            "held-out loudness L1 (all / voiced)",
+            lambda r: (
+                f"{r['heldout']['loudness_l1_db']:.2f} / {r['heldout']['loudness_l1_db_voiced']:.2f} dB"
+            ),
+            "<= 2 dB",
+        ),
+        row(
+            f"{t0['source']} -> {args.instrument} RPA (octaves {t0['adjustments']['octaves']:+.0f})",
+            lambda r: f"{r['transfer']['f0_rpa_vs_shifted_input']:.3f}",
+            ">= 0.9",
+        ),
     ]
-    if "f0_rpa_vs_shifted_input_mean_z" in t:
+    if "f0_rpa_vs_shifted_input_mean_z" in t0:
         md.append(
-            f"| ... same, the training set's mean z | {t['f0_rpa_vs_shifted_input_mean_z']:.3f} | >= 0.9 |"
+            row(
+                "... same, the training set's mean z",
+                lambda r: f"{r['transfer']['f0_rpa_vs_shifted_input_mean_z']:.3f}",
+                ">= 0.9",
+            )
         )
     (out / "results.md").write_text("\n".join(md) + "\n")
     print("\n".join(md))

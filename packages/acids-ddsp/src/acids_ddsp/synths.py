@@ -132,9 +132,13 @@ class HarmonicSynth(nn.Module):
                 k = max(1, int(mask[:, i : i + m].sum(-1).max()))
             arg = (6.283185307179586 * phase[:, i * self.hop : (i + m) * self.hop]).unsqueeze(-1)
             sines = torch.sin(arg * self.harmonics[:k]).reshape(b * m, self.hop, k)
-            # (B*m, hop, 2): sum_k sin_k * start_k and sum_k sin_k * (end_k - start_k)
-            both = torch.bmm(sines, coeffs[:, i : i + m, :k].reshape(b * m, k, 2))
-            outs.append((both[..., 0] + both[..., 1] * self.ramp).reshape(b, m * self.hop))
+            # (B*m, 2, hop): sum_k start_k * sin_k and sum_k (end_k - start_k) * sin_k, as
+            # (2, k) @ (k, hop) per frame (transposed views: this product shape runs ~1.7x faster than
+            # (hop, k) @ (k, 2))
+            both = torch.bmm(
+                coeffs[:, i : i + m, :k].reshape(b * m, k, 2).transpose(1, 2), sines.transpose(1, 2)
+            )
+            outs.append((both[:, 0] + both[:, 1] * self.ramp).reshape(b, m * self.hop))
         out = torch.cat(outs, dim=1) if len(outs) > 1 else outs[0]
 
         if self.streaming:
@@ -347,17 +351,28 @@ class Reverb(nn.Module):
         p, n_parts = self.partition, self.n_parts
         windows = self._windows(x, previous)
         spectra = torch.fft.rfft(windows)  # (B, S, bins)
-        every = torch.cat([torch.view_as_complex(history), spectra], dim=1)  # (B, n_parts - 1 + S, bins)
+        past = torch.view_as_complex(history)  # (B, n_parts - 1, bins)
         ir = torch.view_as_complex(ir_spectra)  # (n_parts, bins)
-        # output partition s: sum over j of every[s + j] * ir[j], on contiguous (n_parts, bins) slices (an
-        # unfold over the partition axis reads with a stride of `bins` and is slower once out of cache)
+        n_new = spectra.shape[1]
+        # output partition s: sum over j of every[s + j] * ir[j], every = past ++ spectra, taken from the two
+        # parts in place (no copy of the whole history) on contiguous (partitions, bins) slices (an unfold
+        # over the partition axis reads with a stride of `bins` and is slower once out of cache)
         accs: list[torch.Tensor] = []
-        for s in range(spectra.shape[1]):
-            accs.append((every[:, s : s + n_parts] * ir).sum(1))
-        acc = torch.stack(accs, dim=1)  # (B, S, bins)
+        for s in range(n_new):
+            old = max(0, n_parts - 1 - s)  # IR partitions that meet the history
+            first = max(0, s - (n_parts - 1))  # the oldest new spectrum in this output's window
+            acc_s = (spectra[:, first : s + 1] * ir[old:]).sum(1)
+            if old > 0:
+                acc_s = acc_s + (past[:, s:] * ir[:old]).sum(1)
+            accs.append(acc_s)
+        acc = torch.stack(accs, dim=1) if n_new > 1 else accs[0].unsqueeze(1)  # (B, S, bins)
         wet = torch.fft.irfft(acc, 2 * p)[..., p:]  # overlap-save: keep the last p samples
-        keep = every.shape[1] - (n_parts - 1)
-        return wet.reshape(b, length), x[:, length - p :], torch.view_as_real(every[:, keep:]).contiguous()
+        # the newest n_parts - 1 spectra, as the next call's history (one copy)
+        if n_new >= n_parts - 1:
+            new_history = torch.view_as_real(spectra[:, n_new - (n_parts - 1) :]).contiguous()
+        else:
+            new_history = torch.cat([history[:, n_new:], torch.view_as_real(spectra)], dim=1)
+        return wet.reshape(b, length), x[:, length - p :], new_history
 
     @torch.jit.unused
     def _partitioned_graph(
