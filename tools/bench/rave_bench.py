@@ -22,6 +22,10 @@ the order alternating per round; the best (offline, stream) or median (train) of
 * train: one phase-1 step (official: ``RAVE.training_step`` through pytorch-lightning; ours:
   ``Trainer.step``), same config, batch and signal length, after one warm-up step.
 
+``--winograd-ab`` adds, in the same rounds, ours (float32) with the Winograd F(6, 3) path of
+``acids_rave.blocks.Conv1d`` switched off on every layer (``ours-no-winograd``, offline and train): the
+effect of that path measured in the same run as the comparison with the official.
+
 ``--clock cpu`` makes both workers' timers read the process's CPU time instead of the wall clock (the
 official worker runs unmodified, its ``time.perf_counter`` replaced): with one thread that is the work
 done, which other jobs on a shared machine disturb much less than the wall clock.
@@ -275,6 +279,8 @@ def worker(a: argparse.Namespace) -> dict[str, Any]:
     if a.task == "offline":
         model = Rave(cfg).eval()
         model.fuse()
+        if a.no_winograd:
+            _winograd_off(model)
         if a.precision == "bf16":
             model.set_precision("bf16")  # opt-in bfloat16 convolution weights (see the README)
         times = []
@@ -309,6 +315,8 @@ def worker(a: argparse.Namespace) -> dict[str, Any]:
             cfg, train=dataclasses.replace(cfg.train, batch=a.batch, n_signal=a.n_signal, phase1_steps=10**9)
         )
         trainer = Trainer(cfg)
+        if a.no_winograd:
+            _winograd_off(trainer.model)
         g = torch.Generator().manual_seed(0)
         data = 0.3 * torch.randn(a.batch, 1, a.n_signal, generator=g)
         times = []
@@ -318,6 +326,15 @@ def worker(a: argparse.Namespace) -> dict[str, Any]:
             times.append(time.perf_counter() - t0)
         return {"step_s": times[1:], "warmup_s": times[:1]}
     raise ValueError(a.task)
+
+
+def _winograd_off(model: Any) -> None:
+    """Every acids_rave Conv1d back on the convolution library (the code before the Winograd path)."""
+    from acids_rave.blocks import Conv1d
+
+    for m in model.modules():
+        if isinstance(m, Conv1d):
+            m.winograd = 0
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -343,6 +360,8 @@ def run_one(impl: str, task: str, config: str, a: argparse.Namespace, ts: str | 
         cmd += ["--clock", a.clock]
         if impl == "ours-bf16":
             cmd += ["--precision", "bf16"]
+        if impl == "ours-no-winograd":
+            cmd += ["--no-winograd"]
     m = benchlib.measured(cmd, OUT / "runs", tag, timeout=1800, env=_env(a.threads))
     if m["rc"] != 0:
         return {"error": f"rc={m['rc']}, see {m['stderr_path']}", "measure": m}
@@ -369,6 +388,7 @@ def main() -> int:
     w.add_argument("--block", type=int, default=2048)
     w.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
     w.add_argument("--clock", default="wall", choices=sorted(CLOCKS))
+    w.add_argument("--no-winograd", action="store_true", help="switch the Winograd conv path off")
     ap.add_argument(
         "--clock",
         default="wall",
@@ -390,6 +410,12 @@ def main() -> int:
         action=argparse.BooleanOptionalAction,
         default=True,
         help="also run ours offline with bfloat16 weights (model.set_precision('bf16')), same rounds",
+    )
+    ap.add_argument(
+        "--winograd-ab",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="also run ours with the Winograd convolution path off (offline, train), same rounds",
     )
     ap.add_argument("--out-name", default="results.json", help="file name under bench-out/rave-bench/")
     a = ap.parse_args()
@@ -417,6 +443,8 @@ def main() -> int:
             impls = ["official", "ours"]
             if (task == "stream" and a.stream_bf16) or (task == "offline" and a.offline_bf16):
                 impls.append("ours-bf16")
+            if task in ("offline", "train") and a.winograd_ab:
+                impls.append("ours-no-winograd")
             shift = rnd % len(impls)  # rotate the order per round
             order = impls[shift:] + impls[:shift]
             for impl in order:
@@ -479,6 +507,10 @@ def summarize(results: dict, a: argparse.Namespace) -> dict[str, Any]:
                 continue
             ratio = o["step_s"] / u["step_s"] if task == "train" else o["seconds"] / u["seconds"]
             row["ratio" + impl[len("ours") :]] = ratio
+        u, off = row.get("ours", {"error": 1}), row.get("ours-no-winograd", {"error": 1})
+        if "error" not in u and "error" not in off:
+            unit = "step_s" if task == "train" else "seconds"
+            row["winograd_speedup"] = off[unit] / u[unit]  # same rounds: Winograd off / on
         out[key] = row
     return out
 
@@ -509,8 +541,11 @@ def table(summary: dict, a: argparse.Namespace) -> str:
             rkey = "ratio" + impl[len("ours") :]
             ratio = f"{row[rkey]:.2f}x" if rkey in row else "n/a"
             mem = f"{o.get('maxrss_mib', 'n/a')} / {u.get('maxrss_mib', 'n/a')} MiB"
-            variant = ", bf16 weights" if impl == "ours-bf16" else ""
+            variant = {"ours-bf16": ", bf16 weights", "ours-no-winograd": ", Winograd off"}.get(impl, "")
             lines.append(f"| {label} ({config}{variant}) | {_cell(o)} | {_cell(u)} | {ratio} | {mem} |")
+    for key, row in summary.items():
+        if "winograd_speedup" in row:
+            lines.append(f"\n{key}: ours with the Winograd path / without it: {row['winograd_speedup']:.3f}x")
     return "\n".join(lines)
 
 
