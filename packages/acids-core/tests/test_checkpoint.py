@@ -37,8 +37,16 @@ def test_other_format_and_garbage_and_missing(tmp_path):
     with pytest.raises(DataError, match="is a 'acids-test' checkpoint, expected 'acids-rave'"):
         load_checkpoint(tmp_path / "a.ckpt", format="acids-rave")
     (tmp_path / "junk.ckpt").write_bytes(b"hello, not a checkpoint")
-    with pytest.raises(DataError, match="not a readable checkpoint"):
+    with pytest.raises(DataError, match="not a readable checkpoint") as junk:
         load_checkpoint(tmp_path / "junk.ckpt")
+    # one short line, not torch's paragraphs about weights_only
+    assert "\n" not in str(junk.value) and len(str(junk.value)) < 200 + len(str(tmp_path))
+    assert "PyTorch 2.6" not in str(junk.value)
+    real = tmp_path / "a.ckpt"
+    (tmp_path / "cut.ckpt").write_bytes(real.read_bytes()[: real.stat().st_size // 2])
+    with pytest.raises(DataError, match="not a readable checkpoint") as cut:
+        load_checkpoint(tmp_path / "cut.ckpt")
+    assert "\n" not in str(cut.value)
     torch.save({"state_dict": {}}, tmp_path / "plain.pt")
     with pytest.raises(DataError, match="not an acids checkpoint"):
         load_checkpoint(tmp_path / "plain.pt")

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import datetime
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -88,11 +89,27 @@ def load_checkpoint(
     if not p.is_file():
         raise MissingInput(f"{p}: no such checkpoint file")
     try:
-        env = torch.load(p, map_location=map_location, weights_only=True)
+        with warnings.catch_warnings():  # a foreign pickle also makes torch warn about its protocol
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
+            env = torch.load(p, map_location=map_location, weights_only=True)
     except Exception as e:  # torch raises many types for a bad file (UnpicklingError, RuntimeError, EOF...)
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise DataError(f"{p}: not a readable checkpoint ({first[:200]})") from None
+        raise DataError(f"{p}: not a readable checkpoint ({_load_failure(e)})") from None
     return check_envelope(env, p, format=format, max_version=max_version)
+
+
+def _load_failure(e: Exception) -> str:
+    """One short reason for a failed ``torch.load`` (torch's own messages run to several paragraphs)."""
+    text = str(e).strip()
+    if "Weights only load failed" in text:
+        # the weights-only unpickler met something that is not tensors and plain data: another pickle, a
+        # file that is not PyTorch's, or objects that would run code on load (never loaded here)
+        detail = text.split("WeightsUnpickler error:", 1)[-1].strip().splitlines()
+        detail_line = detail[0].strip() if detail and "WeightsUnpickler" in text else ""
+        why = "not a PyTorch file of tensors and plain data"
+        return f"{why}: {detail_line[:120]}" if detail_line else why
+    if isinstance(e, (OSError, EOFError)) or "PytorchStreamReader" in text:
+        return f"truncated or corrupt file ({text.splitlines()[0][:120] if text else type(e).__name__})"
+    return text.splitlines()[0][:200] if text else type(e).__name__
 
 
 def check_envelope(
