@@ -185,18 +185,9 @@ CASES: dict[str, dict] = {
         "size": "small",
         "baseline_size": "full",
     },
-    "stream-48k-small-vs-full-ts-int8": {
-        "kind": "stream",
-        "sr": 48000,
-        "block": 512,
-        "f0": "violin",
-        "path": "ts",
-        "size": "small",
-        "baseline_size": "full",
-        "precision": "int8",
-    },
     "train-16k": {"kind": "train", "sr": 16000, "block": 160, "f0": "violin"},
 }
+CASES["stream-48k-small-vs-full-ts-int8"] = {**CASES["stream-48k-small-vs-full-ts"], "precision": "int8"}
 
 
 # ---------------------------------------------------------------------------------------------------------
