@@ -51,3 +51,44 @@ def load(path: str | os.PathLike[str], map_location: Any = "cpu") -> tuple[Any, 
 def load_model(path: str | os.PathLike[str]) -> Any:
     """Just the model (eval mode) of a checkpoint."""
     return load(path)[0]
+
+
+# --- latent priors (``acids-rave train-prior``) ----------------------------------------------------
+
+PRIOR_FORMAT = "acids-rave-prior"
+PRIOR_FORMAT_VERSION = 1
+
+
+def save_prior(
+    path: str | os.PathLike[str], prior: Any, *, step: int, model: dict[str, Any], **extra: Any
+) -> Path:
+    """Write a :class:`acids_rave.prior.LatentPrior` atomically, with ``model``: the RAVE checkpoint it
+    belongs to (``path``, ``sha256`` of its weights, ``step``, ``latent_dims``, ...)."""
+    payload = {"prior": prior.state_dict(), "dims": prior.dims, "step": int(step), "model": model, **extra}
+    env = make_envelope(
+        format=PRIOR_FORMAT,
+        format_version=PRIOR_FORMAT_VERSION,
+        payload=payload,
+        config=core_config.to_dict(prior.cfg),
+        package="acids-rave",
+        package_version=__version__,
+    )
+    return save_checkpoint(path, env)
+
+
+def load_prior(path: str | os.PathLike[str], map_location: Any = "cpu") -> tuple[Any, dict[str, Any]]:
+    """Read a prior checkpoint: (prior in eval mode, envelope). Raises DataError/MissingInput."""
+    from acids_core.errors import DataError
+    from acids_rave.config import PriorConfig
+    from acids_rave.prior import LatentPrior
+
+    env = load_checkpoint(
+        path, format=PRIOR_FORMAT, max_version=PRIOR_FORMAT_VERSION, map_location=map_location
+    )
+    p = env["payload"]
+    try:
+        prior = LatentPrior(core_config.from_dict(PriorConfig, env["config"]), int(p["dims"]))
+        prior.load_state_dict(p["prior"])
+    except (KeyError, ValueError, RuntimeError) as e:
+        raise DataError(f"{path}: a damaged prior checkpoint ({str(e).splitlines()[0][:160]})") from None
+    return prior.eval(), env

@@ -18,6 +18,7 @@ from acids_core.errors import DataError, MissingInput, UsageError
 from acids_core.log import Progress, get_logger
 from acids_core.records import last_record, make_record, stdin_is_piped, write_record
 from acids_rave import __version__
+from acids_rave.prior_cli import generate_cmd, train_prior_cmd
 
 log = get_logger("acids_rave")
 
@@ -31,7 +32,13 @@ def main_group() -> None:
     \b
       acids-preprocess audio/ -o data/ | acids-rave train -o runs/x --config small
       acids-rave info runs/x/last.ckpt
+      acids-rave train-prior runs/x/last.ckpt --data data/ -o runs/x-prior
+      acids-rave generate runs/x-prior/last.ckpt -o out.wav --seconds 10
     """
+
+
+main_group.add_command(train_prior_cmd)
+main_group.add_command(generate_cmd)
 
 
 def _dataset_arg(data: str | None) -> Any:

@@ -256,3 +256,80 @@ def validate(cfg: RaveConfig) -> None:
             raise ValueError(
                 "the product of decoder.noise.ratios must divide the latent frame (in band frames)"
             )
+
+
+# --- latent prior (``acids-rave train-prior`` / ``generate``) ---------------------------------------
+
+
+@dataclass(frozen=True)
+class PriorConfig:
+    """A causal prior over a RAVE model's latent frames (see :mod:`acids_rave.prior`).
+
+    Each kept latent dim is standardised (train-split mean and std) and quantised into ``bins``
+    equiprobable bins of the standard normal CDF; a causal dilated conv stack (gated residual units with
+    skips, dilations ``1, 2, ..., 2**(cycle-1)`` repeated) predicts the bins of frame t from frames < t.
+    """
+
+    bins: int = 32
+    channels: int = 64
+    skip_channels: int = 64
+    layers: int = 8
+    kernel_size: int = 3
+    #: dilations 1, 2, 4, ... 2**(cycle - 1), repeated over the layers
+    cycle: int = 4
+    # training
+    batch: int = 16
+    #: latent frames per training example (at most the frames of one dataset chunk)
+    frames: int = 128
+    lr: float = 1e-3
+    max_steps: int = 2000
+    val_every: int = 100
+    save_every: int = 100
+    #: fraction of source files held out for the validation cross-entropy
+    valid_fraction: float = 0.1
+    seed: int = 0
+    grad_clip: float | None = 1.0
+
+
+def _prior_small() -> PriorConfig:
+    return PriorConfig()
+
+
+def _prior_tiny() -> PriorConfig:
+    return PriorConfig(
+        channels=16, skip_channels=16, layers=4, kernel_size=2, batch=8, frames=32, lr=3e-3,
+        max_steps=120, val_every=40, save_every=40,
+    )  # fmt: skip
+
+
+def _prior_large() -> PriorConfig:
+    # the official prior's size (10 layers, residual 512, skip 256, cycle 4, kernel 3): a GPU preset
+    return PriorConfig(channels=512, skip_channels=256, layers=10, batch=8, max_steps=1_000_000)
+
+
+#: prior preset name -> factory; ``small`` is the default (minutes on one CPU core)
+PRIOR_PRESETS = {"small": _prior_small, "tiny": _prior_tiny, "large": _prior_large}
+DEFAULT_PRIOR_PRESET = "small"
+
+
+def validate_prior(cfg: PriorConfig) -> None:
+    """Raise ValueError on prior settings that cannot build or train a model."""
+    if cfg.bins < 2:
+        raise ValueError("bins must be >= 2")
+    if min(cfg.channels, cfg.skip_channels, cfg.layers, cfg.cycle) < 1 or cfg.kernel_size < 2:
+        raise ValueError("channels, skip_channels, layers and cycle must be >= 1, kernel_size >= 2")
+    if min(cfg.batch, cfg.frames, cfg.max_steps + 1, cfg.val_every, cfg.save_every) < 1:
+        raise ValueError("batch, frames, val_every and save_every must be >= 1, max_steps >= 0")
+    if cfg.lr <= 0 or not 0 < cfg.valid_fraction < 1:
+        raise ValueError("lr must be > 0 and valid_fraction in (0, 1)")
+
+
+def load_prior_config(source: str | None = None, overrides: tuple[str, ...] | list[str] = ()) -> PriorConfig:
+    """Resolve a prior config: a preset name or TOML file (default ``small``), then ``--set`` overrides."""
+    from acids_core import config as core_config
+
+    cfg = core_config.load(
+        PriorConfig, source or DEFAULT_PRIOR_PRESET, list(overrides), presets=PRIOR_PRESETS
+    )
+    validate_prior(cfg)
+    return cfg

@@ -386,3 +386,91 @@ def fit(
         if on_log is not None:
             on_log(logs)
     return trainer.state.history
+
+
+# --- the latent prior ----------------------------------------------------------------------------
+
+
+class PriorTrainer:
+    """Trains a :class:`acids_rave.prior.LatentPrior` on bin indices (N, D, T) of latent sequences.
+
+    Batch ``s`` is a function of ``(cfg.seed, s)`` only (random sequences, random crops of
+    ``cfg.frames``), so a resumed run continues exactly. Adam at ``cfg.lr``, gradient norm clipped at
+    ``cfg.grad_clip``; the loss is the cross-entropy in nats per latent dim and frame.
+    """
+
+    def __init__(
+        self,
+        cfg: Any,
+        dims: int,
+        device: str | torch.device = "cpu",
+        model_info: dict[str, Any] | None = None,
+    ):
+        from acids_rave.prior import LatentPrior
+
+        torch.manual_seed(cfg.seed)
+        self.cfg = cfg
+        self.device = torch.device(device)
+        self.prior = LatentPrior(cfg, dims).to(self.device)
+        self.opt = torch.optim.Adam(self.prior.parameters(), lr=cfg.lr)
+        self.step_count = 0
+        self.model_info = dict(model_info or {})
+
+    def batch(self, tokens: torch.Tensor, step: int) -> torch.Tensor:
+        """The bin indices (batch, D, frames) of step ``step``: random crops of random sequences."""
+        n, d, t = tokens.shape
+        f = min(self.cfg.frames, t)
+        g = torch.Generator().manual_seed(self.cfg.seed * 1_000_003 + step)
+        seq = torch.randint(0, n, (self.cfg.batch,), generator=g)
+        off = torch.randint(0, t - f + 1, (self.cfg.batch,), generator=g)
+        idx = (off[:, None] + torch.arange(f)[None, :])[:, None, :].expand(-1, d, -1)
+        return tokens[seq].gather(2, idx)
+
+    def step(self, tokens: torch.Tensor) -> float:
+        """One optimisation step on the batch of the current step; returns its cross-entropy."""
+        self.prior.train()
+        k = self.batch(tokens, self.step_count).to(self.device)
+        loss = self.prior.cross_entropy(k)
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.cfg.grad_clip:
+            nn.utils.clip_grad_norm_(self.prior.parameters(), self.cfg.grad_clip)
+        self.opt.step()
+        self.step_count += 1
+        return float(loss.detach())
+
+    @torch.no_grad()
+    def validate(self, tokens: torch.Tensor, batch: int = 16) -> float:
+        """Cross-entropy (nats per dim and frame) over every frame of the whole sequences (N, D, T)."""
+        self.prior.eval()
+        total, count = 0.0, 0
+        for i in range(0, tokens.shape[0], batch):
+            k = tokens[i : i + batch].to(self.device)
+            total += float(self.prior.cross_entropy(k)) * k.numel()
+            count += k.numel()
+        return total / max(count, 1)
+
+    def save(self, path: str | Path, **extra: Any) -> Path:
+        return checkpoint.save_prior(
+            path,
+            self.prior,
+            step=self.step_count,
+            model=self.model_info,
+            optimizer=self.opt.state_dict(),
+            **extra,
+        )
+
+    @classmethod
+    def resume(
+        cls, path: str | Path, device: str | torch.device = "cpu"
+    ) -> tuple[PriorTrainer, dict[str, Any]]:
+        """Rebuild a trainer as saved (weights, statistics, optimizer, step); also the envelope."""
+        prior, env = checkpoint.load_prior(path, map_location=device)
+        p = env["payload"]
+        if "optimizer" not in p:
+            raise ValueError(f"{path} is not a resumable prior checkpoint (no optimizer state)")
+        trainer = cls(prior.cfg, prior.dims, device, model_info=p.get("model"))
+        trainer.prior.load_state_dict(prior.state_dict())
+        trainer.opt.load_state_dict(p["optimizer"])
+        trainer.step_count = int(p["step"])
+        return trainer, env
