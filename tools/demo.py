@@ -5,7 +5,8 @@ Stages so far (each later package extends this chain):
   1. acids-preprocess: 5 real instrument phrases → 44.1 kHz chunks + loudness/f0/mel → demo-out/dataset,
      piped into acids-data inspect: summary + a PNG (loudness and f0 histograms, a spectrogram with its f0)
   2. acids-rave train: a short training of the `tiny` preset from the piped `dataset` record
-  3. acids-rave transfer: a phrase through the trained model (timbre transfer), and `acids-rave info`
+  3. acids-rave transfer: a phrase through the trained model (timbre transfer), and `acids-rave info`;
+     then `acids-rave train-prior` (a latent prior, from the piped record) and `generate` (3 s, no input)
   4. acids-export: the checkpoint record piped into a streaming TorchScript file for nn~ and a streaming
      ONNX file for a Raspberry Pi (rpi-bookworm profile), each checked against eager PyTorch on real audio
   5. acids-ddsp: the violin phrase at 16 kHz with f0/loudness → a short training of the `small` preset →
@@ -87,6 +88,15 @@ def main() -> int:
         transfer = out / "flute-through-rave.wav"
         sh(f"acids-rave transfer '{ckpt}' '{audio / 'flute.flac'}' '{transfer}' > /dev/null")
         print(sh(f"acids-rave info '{ckpt}'").stdout)
+        print("== 3b. a latent prior of the model, then 3 s generated without any input", file=sys.stderr)
+        prior_records = out / "rave-prior.jsonl"
+        sh(
+            f"cat '{records}' | acids-rave train-prior '{ckpt}' -o '{out / 'rave-prior-run'}' --config tiny"
+            f" --max-steps 200 > '{prior_records}'"
+        )
+        prior = json.loads(prior_records.read_text().splitlines()[-1])
+        generated = out / "rave-generated.wav"
+        sh(f"acids-rave generate '{prior['path']}' -o '{generated}' --seconds 3 > /dev/null")
         if shutil.which("acids-export"):
             print(
                 "== 4. export for nn~ (TorchScript) and a Raspberry Pi (ONNX), each verified", file=sys.stderr
@@ -111,6 +121,12 @@ def main() -> int:
             ("rave metrics", str(run / "metrics.jsonl")),
             ("rave validation", str(run / "validation")),
             ("rave transfer", str(transfer)),
+            (
+                "rave prior",
+                f"{prior['path']}  (validation {prior['validation_cross_entropy']:.2f} nats/dim,"
+                f" uniform {prior['uniform_cross_entropy']:.2f})",
+            ),
+            ("rave generated", f"{generated}  (3 s from the prior, no input)"),
         ]
 
     if shutil.which("acids-ddsp"):
