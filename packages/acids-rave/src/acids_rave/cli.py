@@ -476,8 +476,8 @@ def _read_audio(path: Path, model: Any) -> Any:
     return torch.from_numpy(load(path, model.sample_rate, model.channels))[None]  # (1, C, T)
 
 
-def _write_audio_record(out: Path, y: Any, m: Any, source: Path) -> None:
-    """Write ``y`` (1, C, T) as a WAV at ``out`` and emit its `audio` record."""
+def _write_audio_record(out: Path, y: Any, m: Any, source: Path, **extra: Any) -> None:
+    """Write ``y`` (1, C, T) as a WAV at ``out`` and emit its `audio` record (plus ``extra`` fields)."""
     _write_audio(out, y, m.sample_rate)
     write_record(
         make_record(
@@ -487,6 +487,7 @@ def _write_audio_record(out: Path, y: Any, m: Any, source: Path) -> None:
             channels=m.channels,
             frames=int(y.shape[-1]),
             source=str(source),
+            **extra,
         )
     )
 

@@ -305,7 +305,7 @@ def generate_cmd(
     import torch
 
     from acids_rave import checkpoint
-    from acids_rave.cli import _write_audio
+    from acids_rave.cli import _write_audio_record
     from acids_rave.prior import sample
 
     if not seconds > 0:
@@ -333,17 +333,4 @@ def generate_cmd(
     with torch.inference_mode():
         z = sample(prior, frames, temperature=temperature, seed=seed)
         y = m.decode(z)[..., :n]
-    _write_audio(out, y, m.sample_rate)
-    write_record(
-        make_record(
-            "audio",
-            path=str(out.resolve()),
-            sample_rate=m.sample_rate,
-            channels=m.channels,
-            frames=int(y.shape[-1]),
-            source=str(prior_path),
-            model=str(model_path),
-            seed=seed,
-            temperature=temperature,
-        )
-    )
+    _write_audio_record(out, y, m, prior_path, model=str(model_path), seed=seed, temperature=temperature)
