@@ -222,6 +222,11 @@ def test_train_prior_then_generate(trained_tiny, dataset, tmp_path):
     assert np.isfinite(rec["validation_cross_entropy"])
     lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
     assert [x["step"] for x in lines] == list(range(1, 7)) and "validation" in lines[2]
+    # the record points at the best validated state, not the last one
+    logged = {x["step"]: x["validation"] for x in lines if "validation" in x}
+    assert rec["path"].endswith("best.ckpt") and rec["last"].endswith("last.ckpt")
+    assert rec["validation_cross_entropy"] == pytest.approx(min(logged.values()), rel=1e-6)
+    assert logged[rec["best_step"]] == pytest.approx(rec["validation_cross_entropy"], rel=1e-6)
     assert (run / "latents.pt").is_file()
     # the same command with more steps: continues the run and reuses the latents
     r = CliRunner().invoke(main_group, [*args[:-1], "8"], input=dataset + "\n")

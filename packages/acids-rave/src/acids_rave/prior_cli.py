@@ -134,12 +134,14 @@ def train_prior_cmd(
     the dims kept at its fidelity; cached in OUT/latents.pt); a held-out split by source file gives the
     validation cross-entropy (nats per latent dim and frame; the uniform baseline is log(bins)).
     Presets (--config): small (default, minutes on one CPU core), tiny (tests), large (the official
-    prior's size, for a GPU). Emits one `checkpoint` record at the end; OUT/metrics.jsonl per step.
+    prior's size, for a GPU). OUT/last.ckpt is the latest state (resumed from), OUT/best.ckpt the one with
+    the lowest validation cross-entropy; the `checkpoint` record emitted at the end points at best.ckpt.
+    OUT/metrics.jsonl per step.
 
     \b
       acids-rave train-prior runs/x/last.ckpt --data data/ -o runs/x-prior
       acids-preprocess audio/ -o data/ | acids-rave train-prior runs/x/last.ckpt -o runs/p --max-steps 500
-      acids-rave generate runs/x-prior/last.ckpt -o out.wav --seconds 10 --temperature 0.8
+      acids-rave generate runs/x-prior/best.ckpt -o out.wav --seconds 10 --temperature 0.8
     """
     import dataclasses
 
@@ -230,6 +232,12 @@ def train_prior_cmd(
         ]
         metrics_path.write_text("".join(line + "\n" for line in kept))
     validation: dict[str, float] = {"uniform": uniform, "marginal": marginal}
+    best = out / "best.ckpt"  # the lowest validation cross-entropy so far (what the record points at)
+    best_value = math.inf
+    if resume and best.is_file():
+        from acids_rave import checkpoint
+
+        best_value = float(checkpoint.load_prior(best)[1]["payload"]["validation"]["cross_entropy"])
 
     def save() -> None:
         trainer.save(last, validation=validation)
@@ -245,6 +253,9 @@ def train_prior_cmd(
             if step % cfg.val_every == 0 or step == cfg.max_steps:
                 logs["validation"] = trainer.validate(valid_k)
                 validation.update(step=step, cross_entropy=logs["validation"])
+                if logs["validation"] < best_value:
+                    best_value = logs["validation"]
+                    trainer.save(best, validation=dict(validation))
                 log.info(
                     f"step {step}: validation cross-entropy {logs['validation']:.4f} nats "
                     f"(uniform {uniform:.4f}, marginal {marginal:.4f})"
@@ -257,15 +268,27 @@ def train_prior_cmd(
     if validation.get("step") != trainer.step_count:  # nothing trained in this call: measure anyway
         validation.update(step=trainer.step_count, cross_entropy=trainer.validate(valid_k))
     save()
+    if validation["cross_entropy"] < best_value or not best.is_file():
+        best_value = validation["cross_entropy"]
+        trainer.save(best, validation=dict(validation))
+    from acids_rave import checkpoint
+
+    best_validation = checkpoint.load_prior(best)[1]["payload"]["validation"]
+    log.info(
+        f"best validation cross-entropy {best_validation['cross_entropy']:.4f} nats at step "
+        f"{best_validation['step']}: {best}"
+    )
     write_record(
         make_record(
             "checkpoint",
-            path=str(last.resolve()),
+            path=str(best.resolve()),
+            last=str(last.resolve()),
             format="acids-rave-prior",
             step=trainer.step_count,
+            best_step=int(best_validation["step"]),
             model=model_info["path"],
             sample_rate=model_info["sample_rate"],
-            validation_cross_entropy=validation["cross_entropy"],
+            validation_cross_entropy=best_validation["cross_entropy"],
             uniform_cross_entropy=uniform,
             marginal_cross_entropy=marginal,
         )
@@ -299,8 +322,8 @@ def generate_cmd(
     (same weights and latent PCA): another one is refused.
 
     \b
-      acids-rave generate runs/x-prior/last.ckpt -o out.wav --seconds 10
-      acids-rave generate runs/x-prior/last.ckpt -o calm.wav --temperature 0.5 --seed 7 --model copy/last.ckpt
+      acids-rave generate runs/x-prior/best.ckpt -o out.wav --seconds 10
+      acids-rave generate runs/x-prior/best.ckpt -o calm.wav --temperature 0.5 --seed 7 --model copy/last.ckpt
     """
     import torch
 
