@@ -104,6 +104,54 @@ def test_wav_streams_are_read_without_seeking(subtype):
     np.testing.assert_allclose(np.concatenate(blocks), expected, atol=1e-6)
 
 
+def test_reader_resamples_to_the_model_rate_as_one_shot_soxr():
+    """A WAV stream at 48 kHz read for a 16 kHz model: the blocks joined equal soxr's one-shot resampling."""
+    sf = pytest.importorskip("soundfile")
+    soxr = pytest.importorskip("soxr")
+    src = PHRASE.parent.parent / "48000" / PHRASE.name
+    if not src.exists():
+        pytest.skip(f"{src} is not here")
+    x, sr = sf.read(src, start=2 * 48000, frames=48000, dtype="float32")
+    assert sr == 48000
+    buf = io.BytesIO()
+    sf.write(buf, x, 48000, subtype="FLOAT", format="WAV")
+    reader = PcmReader(io.BufferedReader(io.BytesIO(buf.getvalue())), 16000)
+    assert reader.input_rate == 48000
+    blocks = []
+    while (block := reader.read(700)) is not None:
+        blocks.append(block)
+    assert len(blocks) > 10  # streamed, not read at once
+    expected = soxr.resample(x, 48000, 16000, quality="HQ")
+    joined = np.concatenate(blocks)
+    assert joined.shape == expected.shape == (16000,)
+    np.testing.assert_allclose(joined, expected, atol=1e-6)
+
+
+def test_audio_stream_at_another_rate_equals_the_stream_of_resampled_audio(model_path, tmp_path):
+    """`stream` on a 48 kHz WAV (and on raw float32 with --rate 48000) for a 16 kHz model gives what the
+    same audio resampled to 16 kHz beforehand gives."""
+    sf = pytest.importorskip("soundfile")
+    soxr = pytest.importorskip("soxr")
+    src = PHRASE.parent.parent / "48000" / PHRASE.name
+    if not src.exists():
+        pytest.skip(f"{src} is not here")
+    x, _ = sf.read(src, start=2 * 48000, frames=int(1.5 * 48000), dtype="float32")
+    wav = tmp_path / "in48.wav"
+    sf.write(wav, x, 48000, subtype="FLOAT")
+    raw48 = tmp_path / "in48.f32"
+    raw48.write_bytes(x.astype("<f4").tobytes())
+    raw16 = tmp_path / "in16.f32"
+    raw16.write_bytes(soxr.resample(x, 48000, 16000, quality="HQ").astype("<f4").tobytes())
+    ref = np.frombuffer(_pipe(f"cat {raw16} | {EXE} -q stream {model_path} --block 512", b""), "<f4")
+    from_wav = np.frombuffer(_pipe(f"cat {wav} | {EXE} -q stream {model_path} --block 512", b""), "<f4")
+    from_raw = np.frombuffer(
+        _pipe(f"cat {raw48} | {EXE} -q stream {model_path} --block 512 --rate 48000", b""), "<f4"
+    )
+    assert ref.shape == (24000 // 64 * 64,)
+    np.testing.assert_allclose(from_wav, ref, atol=1e-5)
+    np.testing.assert_allclose(from_raw, ref, atol=1e-5)
+
+
 @pytest.fixture(scope="module")
 def ae_path(tmp_path_factory):
     torch.manual_seed(0)

@@ -221,6 +221,14 @@ def transfer(
 @click.option(
     "--unvoiced-db", type=float, default=0.0, show_default=True, help="Attenuation of unvoiced frames (dB)."
 )
+@click.option(
+    "--rate",
+    "input_rate",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Sample rate of raw float32 input (default: the model's; a WAV stream's header gives its own). "
+    "Another rate than the model's is resampled on the fly; the output stays at the model's rate.",
+)
 @click.option("--threads", type=int, default=1, show_default=True, help="torch CPU threads.")
 @click.option(
     "--precision",
@@ -238,12 +246,14 @@ def stream(
     pitch_shift: float,
     loudness_shift: float,
     unvoiced_db: float,
+    input_rate: int | None,
     threads: int,
     precision: str,
 ) -> None:
     """Resynthesise stdin to stdout block by block with the instrument MODEL.
 
-    Audio in: raw little-endian float32 mono at the model's rate, or a WAV stream (detected by its header).
+    Audio in: raw little-endian float32 mono (at the model's rate, or --rate), or a WAV stream at any rate
+    (detected by its header); another rate than the model's is resampled on the fly (soxr HQ).
     The features are acids-data's, equal to the offline ones, so the output is the offline resynthesis
     delayed by a look-ahead (logged; 192 ms + up to a hop at 16 kHz) and the block; an autoencoder model
     encodes z from the same audio. With --controls: f0/loudness frames in, audio out, no look-ahead (an
@@ -269,7 +279,9 @@ def stream(
     if controls:
         blocks = stream_controls(net, sys.stdin.buffer, block // net.hop)
     else:
-        reader = PcmReader(sys.stdin.buffer, net.sample_rate)
+        reader = PcmReader(sys.stdin.buffer, net.sample_rate, input_rate)
+        if reader.input_rate != net.sample_rate:
+            log.info("resampling the input: %d Hz -> the model's %d Hz", reader.input_rate, net.sample_rate)
         look = FeatureStream(net.sample_rate, net.hop).lookahead
         ms = 1000 * look / net.sample_rate
         log.info("feature look-ahead %d samples (%.1f ms) + block %d", look, ms, block)

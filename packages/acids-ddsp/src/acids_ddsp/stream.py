@@ -10,8 +10,9 @@ context, so the streamed features are the offline features exactly (at 16 kHz; a
 resampler to swift-f0's 16 kHz sees window edges, and f0 may differ by round-off). The audio out is the
 offline resynthesis, delayed by the look-ahead and the block.
 
-Wire formats: raw little-endian float32 mono at the model's rate, or a WAV stream (detected by its
-``RIFF`` header: PCM 16/24/32-bit or float32, channels averaged, the model's sample rate). Control-rate
+Wire formats: raw little-endian float32 mono (at the model's rate, or ``--rate``), or a WAV stream (detected
+by its ``RIFF`` header: PCM 16/24/32-bit or float32, channels averaged, any rate). Input at another rate than
+the model's is resampled on the fly (:class:`PcmReader`); the output is at the model's rate. Control-rate
 input is interleaved float32 pairs (f0 in Hz, loudness in dB), one pair per frame.
 """
 
@@ -122,21 +123,40 @@ def _read_exact(src: BinaryIO, n: int) -> bytes:
 
 
 class PcmReader:
-    """Mono float32 blocks from raw float32 or a WAV stream on a binary file (a pipe: never seeks)."""
+    """Mono float32 blocks from raw float32 or a WAV stream on a binary file (a pipe: never seeks), at
+    ``sample_rate``.
 
-    def __init__(self, src: BinaryIO, sample_rate: int) -> None:
+    The input's rate is the WAV header's, or ``input_rate`` for raw float32 (default: ``sample_rate``);
+    another rate is resampled on the fly (``soxr.ResampleStream``, quality HQ, as acids-data resamples
+    files: the streamed result equals a one-shot resampling of the whole input), so a block may hold a few
+    samples more or fewer than asked (none at the start: the resampler's delay).
+    """
+
+    def __init__(self, src: BinaryIO, sample_rate: int, input_rate: int | None = None) -> None:
         self.src = src
         self.channels = 1
         self.dtype = np.dtype("<f4")
+        self.sample_rate = sample_rate
+        self.input_rate = input_rate or sample_rate
+        if self.input_rate <= 0:
+            raise DataError(f"stdin: the input rate must be positive, got {self.input_rate}")
         self._scale = 1.0
         self._pending = b""
         head = _read_exact(src, 4)
         if head == b"RIFF":
-            self._wav_header(sample_rate)
+            self._wav_header()
         else:
             self._pending = head
+        self._resampler = None
+        self._flushed = False
+        if self.input_rate != sample_rate:
+            import soxr
 
-    def _wav_header(self, sample_rate: int) -> None:
+            self._resampler = soxr.ResampleStream(
+                self.input_rate, sample_rate, 1, dtype="float32", quality="HQ"
+            )
+
+    def _wav_header(self) -> None:
         riff = _read_exact(self.src, 8)
         if len(riff) < 8 or riff[4:] != b"WAVE":
             raise DataError("stdin: a RIFF stream that is not WAVE")
@@ -156,8 +176,9 @@ class PcmReader:
         if fmt is None:
             raise DataError("stdin: WAV stream without a fmt chunk")
         tag, channels, rate, _, _, bits = fmt
-        if rate != sample_rate:
-            raise DataError(f"stdin: WAV at {rate} Hz, the model runs at {sample_rate} Hz (resample first)")
+        if rate <= 0:
+            raise DataError(f"stdin: WAV header with a sample rate of {rate} Hz")
+        self.input_rate = rate
         kinds = {(3, 32): ("<f4", 1.0), (1, 16): ("<i2", 1 / 32768), (1, 32): ("<i4", 1 / 2**31)}
         if (tag, bits) == (1, 24):
             self.dtype, self._scale = np.dtype("V3"), 1 / 2**23
@@ -169,7 +190,24 @@ class PcmReader:
         self.channels = channels
 
     def read(self, frames: int) -> np.ndarray | None:
-        """Up to ``frames`` mono samples (fewer at the end), None at end of stream."""
+        """About ``frames`` mono samples at ``sample_rate`` (exactly, up to the end, without resampling),
+        None at end of stream."""
+        x = self._read_input(frames if self._resampler is None else self._input_frames(frames))
+        if self._resampler is None:
+            return x
+        if x is not None:
+            return self._resampler.resample_chunk(x)
+        if self._flushed:
+            return None
+        self._flushed = True  # the resampler's tail
+        tail = self._resampler.resample_chunk(np.zeros(0, np.float32), last=True)
+        return tail if tail.size else None
+
+    def _input_frames(self, frames: int) -> int:
+        return max(1, round(frames * self.input_rate / self.sample_rate))
+
+    def _read_input(self, frames: int) -> np.ndarray | None:
+        """Up to ``frames`` mono samples at the input rate (fewer at the end), None at end of stream."""
         width = self.dtype.itemsize * self.channels
         want = frames * width - len(self._pending)
         data = self._pending + _read_exact(self.src, max(0, want))
