@@ -37,6 +37,15 @@ def _reference_conv(m: Conv1d, x: torch.Tensor) -> torch.Tensor:
     return F.conv1d(x, w, m.bias, m.stride, 0, m.dilation, m.groups)
 
 
+def _assert_same_grads(y, ref, inputs, rtol: float, atol: float, scale_atol: bool = False) -> None:
+    """Gradients of ``y`` and ``ref`` w.r.t. ``inputs`` under one random upstream gradient agree
+    (``scale_atol``: ``atol`` relative to each reference gradient's largest magnitude)."""
+    g = torch.randn_like(y)
+    got, want = torch.autograd.grad(y, inputs, g), torch.autograd.grad(ref, inputs, g)
+    for a, b in zip(got, want, strict=True):
+        torch.testing.assert_close(a, b, rtol=rtol, atol=atol * (b.abs().max().item() if scale_atol else 1.0))
+
+
 def test_weight_norm_and_cat_pad_match_the_formula(real_audio):
     torch.manual_seed(0)
     for causal in (True, False):
@@ -47,11 +56,7 @@ def test_weight_norm_and_cat_pad_match_the_formula(real_audio):
         y = m(x)
         ref = _reference_conv(m, x)
         torch.testing.assert_close(y, ref, rtol=1e-5, atol=1e-5)
-        g = torch.randn_like(y)
-        got = torch.autograd.grad(y, (x, m.weight, m.gain, m.bias), g)
-        want = torch.autograd.grad(ref, (x, m.weight, m.gain, m.bias), g)
-        for a, b in zip(got, want, strict=True):
-            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+        _assert_same_grads(y, ref, (x, m.weight, m.gain, m.bias), rtol=1e-4, atol=1e-5)
 
 
 def test_causal_pad_is_zeros_then_input(real_audio):
@@ -73,11 +78,7 @@ def test_short_and_wide_layers_train_through_products(real_audio):
     ref = _reference_conv(m, x)
     assert y.shape == ref.shape == (4, 1536, 32)
     torch.testing.assert_close(y, ref, rtol=1e-4, atol=1e-4)
-    g = torch.randn_like(y)
-    got = torch.autograd.grad(y, (x, m.weight, m.gain, m.bias), g)
-    want = torch.autograd.grad(ref, (x, m.weight, m.gain, m.bias), g)
-    for a, b in zip(got, want, strict=True):
-        torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-4)
+    _assert_same_grads(y, ref, (x, m.weight, m.gain, m.bias), rtol=1e-3, atol=1e-4)
 
 
 def test_in_place_units_match_the_formula_and_leave_their_input(real_audio):
@@ -90,10 +91,8 @@ def test_in_place_units_match_the_formula_and_leave_their_input(real_audio):
     h = _reference_conv(unit.conv1, F.leaky_relu(x, 0.2))
     ref = x + _reference_conv(unit.conv2, F.leaky_relu(h, 0.2))
     torch.testing.assert_close(y, ref, rtol=1e-5, atol=1e-5)
-    g = torch.randn_like(y)
     params = (x, unit.conv1.weight, unit.conv1.gain, unit.conv2.weight, unit.conv2.bias)
-    for a, b in zip(torch.autograd.grad(y, params, g), torch.autograd.grad(ref, params, g), strict=True):
-        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+    _assert_same_grads(y, ref, params, rtol=1e-4, atol=1e-5)
     act = LeakyReLU(inplace=True)
     z = torch.tensor([-1.0, 2.0])
     assert act(z) is z and torch.equal(z, torch.tensor([-0.2, 2.0]))
@@ -163,11 +162,7 @@ def test_winograd_matches_conv1d_outputs_and_gradients(
     rel = ((y - ref).abs().max() / ref.abs().max()).item()
     assert rel < 1e-5, rel  # measured 1-3e-6: float32 rounding of the transforms
     torch.testing.assert_close(y, ref, rtol=1e-4, atol=1e-4 * ref.abs().max().item())
-    g = torch.randn_like(y)
-    got = torch.autograd.grad(y, (x, m.weight, m.gain, m.bias), g)
-    want = torch.autograd.grad(ref, (x, m.weight, m.gain, m.bias), g)
-    for a, b in zip(got, want, strict=True):
-        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4 * b.abs().max().item())
+    _assert_same_grads(y, ref, (x, m.weight, m.gain, m.bias), rtol=1e-4, atol=1e-4, scale_atol=True)
 
 
 def test_winograd_rule_and_the_paths_that_keep_the_convolution(real_audio, monkeypatch):
