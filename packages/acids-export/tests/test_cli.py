@@ -74,3 +74,33 @@ def test_real_rave_checkpoint(tmp_path, audio):
     assert res.exit_code == 0, res.output
     (ox,) = [r for r in _records(res.stdout) if r.get("kind") == "artifact"]
     assert ox["figures"]["methods"]["forward"]["stream_vs_offline"] < 1e-4
+
+
+def test_real_rave_prior_checkpoint(tmp_path, audio):
+    """A prior checkpoint (acids-rave train-prior) exports as its RAVE model plus the nn~ ``prior``
+    method and ``seed`` attribute, found through the ``rave-prior`` entry point; ONNX refuses it."""
+    pytest.importorskip("acids_rave")
+    import torch
+
+    from acids_rave import checkpoint
+    from acids_rave.config import PRESETS, PRIOR_PRESETS
+    from acids_rave.model import Rave
+    from acids_rave.prior import LatentPrior, model_fingerprint
+
+    torch.manual_seed(0)
+    model = Rave(PRESETS["tiny"]()).eval()
+    rave = checkpoint.save(tmp_path / "rave.ckpt", model)
+    prior = LatentPrior(PRIOR_PRESETS["tiny"](), model.n_latent).eval()
+    info = {"path": str(rave.resolve()), "sha256": model_fingerprint(model)}
+    ckpt = checkpoint.save_prior(tmp_path / "prior.ckpt", prior, step=1, model=info)
+    runner = CliRunner()
+    common = ["--streaming", "--blocks", "3", "--audio", audio]
+    res = runner.invoke(main_group, ["torchscript", str(ckpt), "-o", str(tmp_path / "p.ts"), *common])
+    assert res.exit_code == 0, res.output
+    (ts,) = [r for r in _records(res.stdout) if r.get("kind") == "artifact"]
+    assert ts["io"]["methods"]["prior"] == [1, 64, 4, 64] and ts["io"]["attributes"] == ["seed"]
+    fig = ts["figures"]["methods"]["prior"]
+    assert ts["figures"]["inputs"]["prior"] == "example_inputs"
+    assert fig["max_abs_error"] == 0.0 and fig["stream_vs_offline"] == 0.0  # hashed noise: exact
+    res = runner.invoke(main_group, ["onnx", str(ckpt), "--profile", "desktop", "--method", "prior", *common])
+    assert res.exit_code == 65 and "prior does not export to ONNX" in res.output

@@ -298,3 +298,101 @@ def test_generate_refuses_another_model_and_bad_input(trained_tiny, dataset, tmp
         main_group, ["train-prior", str(at44), "-o", str(tmp_path / "p3")], input=dataset + "\n"
     )
     assert r.exit_code == 65 and "acids-preprocess --sample-rate 44100" in r.stderr
+
+
+# --- the nn~ prior method ------------------------------------------------------------------------
+
+
+def test_hashed_gumbel_noise_draws_from_the_softmax():
+    """Gumbel-max with the hashed noise samples softmax(logits / T): frequencies over 40 000 frames."""
+    from acids_rave.prior import hashed_gumbel
+
+    n = 40_000
+    g = torch.stack([hashed_gumbel(3, torch.tensor(p), [1, 1, 4])[0, 0] for p in range(n)])
+    assert abs(float(g.mean()) - 0.5772) < 0.02 and abs(float(g.var()) - math.pi**2 / 6) < 0.05
+    logits = torch.tensor([0.0, 1.0, 2.0, -1.0])
+    for temperature in (1.0, 0.5):
+        counts = torch.bincount((logits / temperature + g).argmax(-1), minlength=4).double() / n
+        assert float((counts - torch.softmax(logits.double() / temperature, 0)).abs().max()) < 0.01
+    # another seed, position or cell: other numbers; the same ones: the same numbers
+    a = hashed_gumbel(3, torch.tensor(7), [2, 3, 4])
+    assert torch.equal(a, hashed_gumbel(3, torch.tensor(7), [2, 3, 4]))
+    assert not torch.equal(a, hashed_gumbel(4, torch.tensor(7), [2, 3, 4]))
+    assert not torch.equal(a, hashed_gumbel(3, torch.tensor(8), [2, 3, 4]))
+    assert not torch.equal(a[0], a[1]) and torch.unique(a).numel() == a.numel()
+    far = hashed_gumbel(3, torch.tensor(7 + 2**32), [2, 3, 4])  # the high half of the position counts
+    assert not torch.equal(a, far)
+
+
+def _sampler_prior(dims: int = 3) -> LatentPrior:
+    prior = _tiny_prior(dims=dims)
+    prior.set_statistics(torch.tensor([0.5, -1.0, 2.0])[:dims, None] + torch.randn(dims, 500))
+    return prior
+
+
+def test_streaming_sampler_blocks_equal_one_call_and_temperature_zero_equals_sample():
+    from acids_rave.prior import StreamingSampler
+
+    prior = _sampler_prior()
+    temperature = torch.linspace(0.2, 1.5, 40).expand(2, 1, 40).contiguous()
+    with torch.inference_mode():
+        whole = StreamingSampler(prior, streaming=False)(temperature)
+        stream = StreamingSampler(prior, streaming=True)
+        parts = [stream(temperature[..., a:b]) for a, b in ((0, 1), (1, 4), (4, 21), (21, 40))]
+        cold = StreamingSampler(prior, streaming=True)
+        cold_parts = [cold(torch.zeros(1, 1, 10)) for _ in range(3)]
+        reference = sample(prior, 30, temperature=0.0)
+    assert whole.shape == (2, 3, 40)
+    assert torch.equal(torch.cat(parts, -1), whole)  # past the receptive field (16 frames) too
+    assert not torch.equal(whole[0], whole[1])  # batch items draw their own noise
+    assert torch.equal(torch.cat(cold_parts, -1), reference)
+    # the frames are bins of the prior: quantising them gives them back
+    assert torch.equal(prior.dequantise(prior.quantise(whole)), whole)
+    # seeds: the same seed the same sequence, another seed another one; set_seed restarts a stream
+    a = StreamingSampler(prior, streaming=False)
+    b = StreamingSampler(prior, streaming=False)
+    b.set_seed(11)
+    with torch.inference_mode():
+        assert torch.equal(a(temperature), whole) and not torch.equal(b(temperature), whole)
+        stream.set_seed(0)
+        assert torch.equal(stream(temperature), whole)
+
+
+def test_prior_export_has_the_nntilde_prior_method(trained_tiny, tmp_path):
+    """The ``rave-prior`` exportable: the RAVE model of a prior checkpoint with a ``prior`` method that
+    scripts, streams exactly as one call, and feeds ``decode``; a moved or changed model is refused."""
+    from acids_core.errors import DataError, MissingInput
+    from acids_rave.export import prior_exportable, script
+    from acids_rave.prior import model_fingerprint
+
+    model = checkpoint.load_model(trained_tiny)
+    prior = _tiny_prior(dims=model.n_latent)
+    prior.set_statistics(torch.randn(model.n_latent, 200))
+    info = {"path": str(trained_tiny), "sha256": model_fingerprint(model), "step": 8}
+    path = checkpoint.save_prior(tmp_path / "prior.ckpt", prior, step=1, model=info)
+    ex = prior_exportable(path)
+    spec = ex.io_spec()
+    r = model.compression_ratio
+    assert spec["methods"]["prior"]["params"] == [1, r, model.n_latent, r]
+    assert spec["attributes"] == {"seed": {"default": [0]}}
+    assert set(spec["methods"]) == {"encode", "decode", "forward", "prior"}
+    ts = script(ex)
+    assert list(ts.get_methods()) == ["encode", "decode", "forward", "prior"]
+    temperature = torch.ones(1, 1, 24)
+    offline = prior_exportable(path, streaming=False)
+    with torch.inference_mode():
+        z = offline.prior(temperature)
+        streamed = torch.cat([ts.prior(temperature[..., i : i + 4]) for i in range(0, 24, 4)], -1)
+        audio = ts.decode(streamed)
+    assert torch.equal(streamed, z)
+    assert audio.shape == (1, 1, 24 * r) and torch.isfinite(audio).all() and float(audio.abs().max()) > 0
+    ts.set_seed(5)
+    with torch.inference_mode():
+        assert not torch.equal(ts.prior(temperature), z)
+    # the model moved, or its weights changed since the prior was trained: one clear error each
+    moved = checkpoint.save_prior(tmp_path / "moved.ckpt", prior, step=1, model={**info, "path": "/nope"})
+    with pytest.raises(MissingInput, match="not there"):
+        prior_exportable(moved)
+    other = checkpoint.save_prior(tmp_path / "other.ckpt", prior, step=1, model={**info, "sha256": "0" * 64})
+    with pytest.raises(DataError, match="no longer the model"):
+        prior_exportable(other)

@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from acids_rave.model import Rave
+from acids_rave.prior import LatentPrior, StreamingSampler
 
 
 class ScriptedRave(nn.Module):
@@ -84,6 +85,60 @@ class ScriptedRave(nn.Module):
         }
 
 
+class ScriptedRavePrior(ScriptedRave):
+    """:class:`ScriptedRave` plus a ``prior`` method: generation without input, as the official export's.
+
+    ``prior``: (B, 1, T / R) temperature, one value per latent frame -> (B, latent_dims, T / R) latent
+    frames for ``decode`` (a :class:`~acids_rave.prior.StreamingSampler`; temperature 0 gives the most
+    likely frames). Attribute ``seed`` (int) picks the noise sequence; setting it restarts the stream.
+    """
+
+    def __init__(
+        self,
+        model: Rave,
+        prior: LatentPrior,
+        streaming: bool = True,
+        precision: str = "fp32",
+    ):
+        super().__init__(model, streaming=streaming, precision=precision)
+        if prior.dims != self.latent_dims:
+            raise ValueError(f"the prior has {prior.dims} latent dims, the model keeps {self.latent_dims}")
+        prior = copy.deepcopy(prior).eval()
+        for p in prior.parameters():
+            p.requires_grad_(False)
+        self.sampler = StreamingSampler(prior, streaming=streaming)
+        ratio = self.model.compression_ratio
+        self.register_buffer("prior_params", torch.tensor([1, ratio, self.latent_dims, ratio]))
+        self.methods = ["encode", "decode", "forward", "prior"]
+
+    @torch.jit.export
+    def prior(self, temperature: torch.Tensor) -> torch.Tensor:
+        return self.sampler(temperature)
+
+    @torch.jit.export
+    def set_seed(self, seed: int) -> None:
+        self.sampler.set_seed(seed)
+
+    @torch.jit.ignore
+    def io_spec(self) -> dict[str, Any]:
+        spec = super().io_spec()
+        params = spec["methods"].pop("prior")
+        spec["methods"]["prior"] = {
+            "params": params,
+            "input_labels": ["(signal) temperature (0: the most likely frames)"],
+            "output_labels": [f"(signal) latent {i}" for i in range(self.latent_dims)],
+        }
+        spec["attributes"] = {"seed": {"default": [0]}}
+        spec["prior_receptive_field"] = self.sampler.receptive_field
+        return spec
+
+    @torch.jit.ignore
+    def example_inputs(self, audio: Any, sample_rate: int) -> dict[str, torch.Tensor]:
+        """For acids-export ``check``: ``prior`` at temperature 1 over as many frames as the audio has."""
+        frames = max(1, len(audio) // self.model.compression_ratio)
+        return {"prior": torch.ones(1, 1, frames)}
+
+
 def exportable(
     source: str | os.PathLike[str] | Rave,
     *,
@@ -104,6 +159,30 @@ def exportable(
 
         model = load_model(source)
     return ScriptedRave(model, streaming=streaming, fidelity=fidelity, precision=precision)
+
+
+def prior_exportable(
+    source: str | os.PathLike[str],
+    *,
+    streaming: bool = True,
+    precision: str = "fp32",
+) -> ScriptedRavePrior:
+    """Entry point ``rave-prior`` of ``acids.exportables``: a prior checkpoint (``acids-rave train-prior``)
+    -> its RAVE model with a ``prior`` method. The model is the checkpoint the prior was trained for (its
+    path is in the prior's checkpoint), checked against the weights' fingerprint."""
+    from acids_core.errors import DataError, MissingInput
+    from acids_rave.checkpoint import load_model, load_prior
+    from acids_rave.prior import model_fingerprint
+
+    prior, env = load_prior(source)
+    info = env["payload"]["model"]
+    path = info.get("path")
+    if not path or not os.path.isfile(path):
+        raise MissingInput(f"{path}: the RAVE checkpoint of prior {source} is not there (put it back there)")
+    model = load_model(path)
+    if model_fingerprint(model) != info.get("sha256"):
+        raise DataError(f"{path} is no longer the model {source} was trained for (its weights changed)")
+    return ScriptedRavePrior(model, prior, streaming=streaming, precision=precision)
 
 
 def script(module: ScriptedRave) -> torch.jit.ScriptModule:

@@ -69,7 +69,7 @@ class _CausalConv(nn.Conv1d):
         self.left = (kernel - 1) * dilation
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return super().forward(F.pad(x, (self.left, 0)))
+        return self._conv_forward(F.pad(x, (self.left, 0)), self.weight, self.bias)
 
 
 class _GatedUnit(nn.Module):
@@ -93,6 +93,8 @@ class LatentPrior(nn.Module):
     Buffers ``latent_mean`` / ``latent_std`` (D,) standardise the latents (set from the training split
     with :meth:`set_statistics`); ``edges`` and ``values`` are the bins (see the module docstring).
     """
+
+    __jit_unused_properties__ = ["receptive_field"]  # scripted samplers read it once, as an int
 
     def __init__(self, cfg: PriorConfig, dims: int):
         super().__init__()
@@ -246,3 +248,89 @@ def prior_info(prior: LatentPrior) -> dict[str, Any]:
         "receptive_field": prior.receptive_field,
         "parameters": sum(p.numel() for p in prior.parameters()),
     }
+
+
+def _mix32(x: torch.Tensor) -> torch.Tensor:
+    """A 32-bit integer hash (xor-shift-multiply, full avalanche) of int64 tensors holding 32-bit values.
+
+    int64 products wrap on overflow, which keeps their low 32 bits exact: the masks make it a 32-bit
+    hash with the same result on every platform and in TorchScript.
+    """
+    mask = 0xFFFFFFFF
+    x = x & mask
+    x = x ^ (x >> 16)
+    x = (x * 0x7FEB352D) & mask
+    x = x ^ (x >> 15)
+    x = (x * 0x846CA68B) & mask
+    return x ^ (x >> 16)
+
+
+def hashed_gumbel(seed: int, position: torch.Tensor, shape: list[int]) -> torch.Tensor:
+    """Gumbel(0, 1) noise (B, D, bins) for frame ``position`` (int64 scalar tensor) from a hash of
+    (seed, position, batch item, dim, bin): the same numbers however a sequence is cut into calls."""
+    b, d, k = shape[0], shape[1], shape[2]
+    cell = torch.arange(b * d * k, dtype=torch.long, device=position.device).reshape(b, d, k)
+    key = _mix32(torch.full_like(position, seed)) ^ _mix32(position >> 32)
+    key = _mix32(_mix32(key) ^ (position & 0xFFFFFFFF))
+    h = _mix32(_mix32(cell ^ key) + cell)
+    u = (h.double() + 0.5) / 4294967296.0  # in (0, 1)
+    return (-torch.log(-torch.log(u))).float()
+
+
+class StreamingSampler(nn.Module):
+    """A prior's sampler with one input and one output, for nn~ (scriptable).
+
+    ``forward(temperature (B, 1, T)) -> latents (B, D, T)``: one latent frame per input value, sampled
+    from ``softmax(logits / temperature)`` by the Gumbel-max rule with :func:`hashed_gumbel` noise (a
+    temperature <= 0 takes the most likely bin). Streaming keeps the last ``receptive_field`` inputs of
+    the network and the frame count in buffers, so calls continue one sequence; offline every call starts
+    a new one. Either way frame ``n`` of a sequence gets the same noise, so a stream cut into blocks gives
+    the sequence of one call, and the same ``seed`` the same sequence. With temperature 0 the frames are
+    those of :func:`sample` at temperature 0.
+    """
+
+    def __init__(self, prior: LatentPrior, streaming: bool = True):
+        super().__init__()
+        self.prior = prior
+        self.dims = prior.dims
+        self.bins = prior.bins
+        self.receptive_field = prior.receptive_field
+        self.streaming = streaming
+        self.seed = 0
+        self.register_buffer("history", torch.zeros(0), persistent=False)
+        self.register_buffer("position", torch.zeros((), dtype=torch.long), persistent=False)
+
+    def set_seed(self, seed: int) -> None:
+        """Another noise sequence; restarts the stream."""
+        self.seed = int(seed)
+        self.history = torch.zeros(0, device=self.history.device)
+        self.position = torch.zeros((), dtype=torch.long, device=self.position.device)
+
+    def _start(self, b: int, like: torch.Tensor) -> torch.Tensor:
+        start = torch.zeros(b, self.dims + 1, 1, dtype=like.dtype, device=like.device)
+        start[:, -1] = 1.0
+        return start
+
+    def forward(self, temperature: torch.Tensor) -> torch.Tensor:
+        b, t = temperature.shape[0], temperature.shape[-1]
+        history, position = self.history, self.position
+        if not self.streaming or history.dim() != 3 or history.shape[0] != b:
+            history = self._start(b, temperature)
+            position = torch.zeros((), dtype=torch.long, device=temperature.device)
+        frames: list[torch.Tensor] = []
+        flag = torch.zeros(b, 1, dtype=temperature.dtype, device=temperature.device)
+        for i in range(t):
+            logits = self.prior._stack(history)[..., -1]  # (B, D, bins)
+            tau = temperature[:, 0, i]
+            noise = hashed_gumbel(self.seed, position + i, [b, self.dims, self.bins]).to(logits.dtype)
+            drawn = (logits / tau.clamp_min(1e-6)[:, None, None] + noise).argmax(-1)
+            k = torch.where((tau > 0)[:, None], drawn, logits.argmax(-1))
+            values = self.prior.values[k]  # (B, D) standardised
+            frames.append(values)
+            history = torch.cat([history, torch.cat([values, flag], 1)[..., None]], -1)
+            history = history[..., max(history.shape[-1] - self.receptive_field, 0) :]
+        if self.streaming:
+            self.history = history
+            self.position = position + t
+        z = torch.stack(frames, -1)
+        return z * self.prior.latent_std[:, None] + self.prior.latent_mean[:, None]
