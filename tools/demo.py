@@ -7,8 +7,9 @@ Stages so far (each later package extends this chain):
   2. acids-rave train: a short training of the `tiny` preset from the piped `dataset` record
   3. acids-rave transfer: a phrase through the trained model (timbre transfer), and `acids-rave info`;
      then `acids-rave train-prior` (a latent prior, from the piped record) and `generate` (3 s, no input)
-  4. acids-export: the checkpoint record piped into a streaming TorchScript file for nn~ and a streaming
-     ONNX file for a Raspberry Pi (rpi-bookworm profile), each checked against eager PyTorch on real audio
+  4. acids-export: the prior's checkpoint record piped into a streaming TorchScript file for nn~ (the RAVE
+     model's encode, decode, forward plus the prior's `prior` method) and the RAVE checkpoint record into a
+     streaming ONNX file for a Raspberry Pi (rpi-bookworm profile), each checked against eager PyTorch
   5. acids-ddsp: the violin phrase at 16 kHz with f0/loudness → a short training of the `small` preset →
      the flute phrase played by the violin model (timbre transfer, with a PNG of f0/loudness) → nn~ export
   6. acids-deploy: the Raspberry Pi ONNX artifact piped into a bundle for rpi-bookworm (the board's aarch64
@@ -99,11 +100,14 @@ def main() -> int:
         sh(f"acids-rave generate '{prior['path']}' -o '{generated}' --seconds 3 > /dev/null")
         if shutil.which("acids-export"):
             print(
-                "== 4. export for nn~ (TorchScript) and a Raspberry Pi (ONNX), each verified", file=sys.stderr
+                "== 4. export for nn~ (TorchScript: encode, decode, forward and the prior) and a Raspberry Pi"
+                " (ONNX), each verified",
+                file=sys.stderr,
             )
             artifacts = out / "artifacts.jsonl"
+            # the prior's checkpoint exports as its RAVE model plus the `prior` method
             sh(
-                f"cat '{ckpt_records}' | acids-export torchscript --streaming -o '{out / 'rave-nn.ts'}'"
+                f"cat '{prior_records}' | acids-export torchscript --streaming -o '{out / 'rave-nn.ts'}'"
                 f" | acids-export check - > '{artifacts}'"
             )
             sh(
@@ -113,8 +117,12 @@ def main() -> int:
             for line in artifacts.read_text().splitlines():
                 art = json.loads(line)
                 worst = max(m.get("max_abs_error", 0.0) for m in art["figures"]["methods"].values())
+                methods = ", ".join(art["figures"]["methods"])
                 outputs.append(
-                    (f"{art['format']} ({art['profile']})", f"{art['path']}  (max abs error {worst:.2g})")
+                    (
+                        f"{art['format']} ({art['profile']})",
+                        f"{art['path']}  ({methods}; max abs error {worst:.2g})",
+                    )
                 )
         outputs += [
             ("rave checkpoint", ckpt),
