@@ -49,7 +49,7 @@ def spectral_distance(
     absolute difference of log magnitudes. Zero when ``y == x``. ``mean_across``: see the module docstring.
 
     When ``y`` needs a gradient, the value and its gradient come from one pass (:class:`_SpectralLoss`):
-    the same function, 1.7-1.9x faster forward + backward at the training shapes than autograd through
+    the same function, 1.6-1.9x faster forward + backward at the training shapes than autograd through
     the STFT (:func:`spectral_distance_autograd`, the definition it is tested against).
     """
     if (
