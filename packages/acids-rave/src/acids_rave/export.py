@@ -178,7 +178,10 @@ def prior_exportable(
     info = env["payload"]["model"]
     path = info.get("path")
     if not path or not os.path.isfile(path):
-        raise MissingInput(f"{path}: the RAVE checkpoint of prior {source} is not there (put it back there)")
+        raise MissingInput(
+            f"{path}: no such file; prior {source} was trained for the RAVE checkpoint at that path "
+            "(its checkpoint records it): put the model back there"
+        )
     model = load_model(path)
     if model_fingerprint(model) != info.get("sha256"):
         raise DataError(f"{path} is no longer the model {source} was trained for (its weights changed)")
