@@ -228,6 +228,13 @@ def test_train_prior_then_generate(trained_tiny, dataset, tmp_path):
     assert rec["validation_cross_entropy"] == pytest.approx(min(logged.values()), rel=1e-6)
     assert logged[rec["best_step"]] == pytest.approx(rec["validation_cross_entropy"], rel=1e-6)
     assert (run / "latents.pt").is_file()
+    # info describes a prior checkpoint: its size, validation and model
+    r = CliRunner().invoke(main_group, ["info", rec["path"]])
+    assert r.exit_code == 0, r.output
+    assert "latent prior" in r.stdout and "validation" in r.stdout and str(trained_tiny) in r.stdout
+    info = json.loads(CliRunner().invoke(main_group, ["info", rec["path"], "--json"]).stdout)
+    assert info["kind"] == "prior" and info["receptive_field"] == 16 and info["bins"] == 32
+    assert info["validation"]["cross_entropy"] == pytest.approx(rec["validation_cross_entropy"])
     # the same command with more steps: continues the run and reuses the latents
     r = CliRunner().invoke(main_group, [*args[:-1], "8"], input=dataset + "\n")
     assert r.exit_code == 0, r.output

@@ -390,7 +390,15 @@ def _summary_writer(out: Path) -> Any:
 @click.option("--json", "as_json", is_flag=True, help="One JSON object instead of text.")
 @verbosity_options
 def info_cmd(model: str, overrides: tuple[str, ...], as_json: bool) -> None:
-    """Describe a checkpoint or a preset: sizes, compression, latent dims, fidelity, streaming latency."""
+    """Describe a checkpoint or a preset: sizes, compression, latent dims, fidelity, streaming latency.
+
+    A prior checkpoint (train-prior) is described too: its size, validation, and the model it belongs to.
+
+    \b
+      acids-rave info runs/x/last.ckpt
+      acids-rave info small --json
+      acids-rave info runs/x-prior/best.ckpt
+    """
     from acids_core.config import to_dict
     from acids_rave.config import PRESETS
     from acids_rave.discriminator import Discriminator
@@ -400,9 +408,15 @@ def info_cmd(model: str, overrides: tuple[str, ...], as_json: bool) -> None:
     if model in PRESETS or model.endswith(".toml"):
         m = Rave(_resolve_config(model, overrides, {}))
     else:
-        from acids_rave.checkpoint import load
+        from acids_rave.checkpoint import PRIOR_FORMAT, load
 
-        m, env = load(model)
+        try:
+            m, env = load(model)
+        except DataError as e:
+            if f"'{PRIOR_FORMAT}'" not in str(e):
+                raise
+            _prior_info(model, as_json)  # a latent prior's checkpoint
+            return
         step = env["payload"].get("step")
     cfg = m.config
     sr = cfg.sample_rate
@@ -451,6 +465,46 @@ def info_cmd(model: str, overrides: tuple[str, ...], as_json: bool) -> None:
     table = info["fidelity_table"]
     marks = [k for k in (1, 2, 4, 8, 16, 32, 64, 128) if k <= len(table)]
     lines.append("fidelity          " + "  ".join(f"{k}:{table[k - 1]:.3f}" for k in marks))
+    click.echo("\n".join(lines))
+
+
+def _prior_info(path: str, as_json: bool) -> None:
+    """``info`` of a prior checkpoint."""
+    from acids_core.config import to_dict
+    from acids_rave.checkpoint import load_prior
+    from acids_rave.prior import prior_info
+
+    prior, env = load_prior(path)
+    p = env["payload"]
+    model = p.get("model") or {}
+    validation = p.get("validation") or {}
+    info = {
+        "source": path,
+        "kind": "prior",
+        "step": p.get("step"),
+        **prior_info(prior),
+        "validation": validation,
+        "model": model,
+        "config": to_dict(prior.cfg),
+    }
+    if as_json:
+        click.echo(json.dumps(info))
+        return
+    lines = [
+        f"source            {path} (latent prior, step {info['step']})",
+        f"prior             {info['dims']} dims x {info['bins']} bins, receptive field "
+        f"{info['receptive_field']} frames, {info['parameters']:,} parameters",
+    ]
+    if "cross_entropy" in validation:
+        lines.append(
+            f"validation        {validation['cross_entropy']:.4f} nats/dim (step {validation.get('step')});"
+            f" uniform {validation.get('uniform', float('nan')):.4f}, marginal"
+            f" {validation.get('marginal', float('nan')):.4f}"
+        )
+    lines.append(
+        f"model             {model.get('path')} (step {model.get('step')}, weights "
+        f"{str(model.get('sha256'))[:12]})"
+    )
     click.echo("\n".join(lines))
 
 
