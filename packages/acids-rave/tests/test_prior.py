@@ -351,6 +351,7 @@ def test_streaming_sampler_blocks_equal_one_call_and_temperature_zero_equals_sam
         cold_parts = [cold(torch.zeros(1, 1, 10)) for _ in range(3)]
         reference = sample(prior, 30, temperature=0.0)
     assert whole.shape == (2, 3, 40)
+    assert StreamingSampler(prior)(torch.ones(2, 1, 0)).shape == (2, 3, 0)  # an empty buffer
     assert torch.equal(torch.cat(parts, -1), whole)  # past the receptive field (16 frames) too
     assert not torch.equal(whole[0], whole[1])  # batch items draw their own noise
     assert torch.equal(torch.cat(cold_parts, -1), reference)

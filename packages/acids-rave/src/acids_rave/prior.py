@@ -352,6 +352,8 @@ class StreamingSampler(nn.Module):
             x[:, -1] = 1.0  # the start position
             position = torch.zeros((), dtype=torch.long, device=temperature.device)
             caches = torch.zeros(b, self.channels, sum(self.spans), dtype=x.dtype, device=x.device)
+        if t == 0:
+            return torch.zeros(b, self.dims, 0, dtype=temperature.dtype, device=temperature.device)
         frames: list[torch.Tensor] = []
         flag = torch.zeros(b, 1, dtype=temperature.dtype, device=temperature.device)
         steps = position + torch.arange(t, dtype=torch.long, device=temperature.device)
