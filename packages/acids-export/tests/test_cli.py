@@ -80,19 +80,9 @@ def test_real_rave_prior_checkpoint(tmp_path, audio):
     """A prior checkpoint (acids-rave train-prior) exports as its RAVE model plus the nn~ ``prior``
     method and ``seed`` attribute, found through the ``rave-prior`` entry point; ONNX refuses it."""
     pytest.importorskip("acids_rave")
-    import torch
+    from rave_models import rave_prior_checkpoint
 
-    from acids_rave import checkpoint
-    from acids_rave.config import PRESETS, PRIOR_PRESETS
-    from acids_rave.model import Rave
-    from acids_rave.prior import LatentPrior, model_fingerprint
-
-    torch.manual_seed(0)
-    model = Rave(PRESETS["tiny"]()).eval()
-    rave = checkpoint.save(tmp_path / "rave.ckpt", model)
-    prior = LatentPrior(PRIOR_PRESETS["tiny"](), model.n_latent).eval()
-    info = {"path": str(rave.resolve()), "sha256": model_fingerprint(model)}
-    ckpt = checkpoint.save_prior(tmp_path / "prior.ckpt", prior, step=1, model=info)
+    ckpt = rave_prior_checkpoint(tmp_path)
     runner = CliRunner()
     common = ["--streaming", "--blocks", "3", "--audio", audio]
     res = runner.invoke(main_group, ["torchscript", str(ckpt), "-o", str(tmp_path / "p.ts"), *common])

@@ -176,17 +176,9 @@ def test_rave_prior_streaming_runs_in_libtorch_2_5(old_host, tmp_path):
     """A RAVE prior file (encode, decode, forward and the hashed-noise ``prior`` method) loads and samples
     the same frames in nn~'s libtorch: its integer hashing and Gumbel-max are plain tensor ops there too."""
     pytest.importorskip("acids_rave")
-    from acids_rave import checkpoint as rave_checkpoint
-    from acids_rave.config import PRESETS, PRIOR_PRESETS
-    from acids_rave.model import Rave
-    from acids_rave.prior import LatentPrior, model_fingerprint
+    from rave_models import rave_prior_checkpoint
 
-    torch.manual_seed(0)
-    model = Rave(PRESETS["tiny"]()).eval()
-    rave = rave_checkpoint.save(tmp_path / "rave.ckpt", model)
-    prior = LatentPrior(PRIOR_PRESETS["tiny"](), model.n_latent).eval()
-    info = {"path": str(rave.resolve()), "sha256": model_fingerprint(model)}
-    ckpt = rave_checkpoint.save_prior(tmp_path / "prior.ckpt", prior, step=1, model=info)
+    ckpt = rave_prior_checkpoint(tmp_path)
     out = tmp_path / "prior.ts"
     torchscript.export(registry.load(ckpt, streaming=True), out)
     _assert_runs_like_here(old_host, out)

@@ -92,3 +92,36 @@ def load_prior(path: str | os.PathLike[str], map_location: Any = "cpu") -> tuple
     except (KeyError, ValueError, RuntimeError) as e:
         raise DataError(f"{path}: a damaged prior checkpoint ({str(e).splitlines()[0][:160]})") from None
     return prior.eval(), env
+
+
+def load_prior_and_model(
+    prior_path: str | os.PathLike[str], model_path: str | os.PathLike[str] | None = None, *, hint: str = ""
+) -> tuple[Any, dict[str, Any], Any, str]:
+    """A prior checkpoint and the RAVE model it was trained for: (prior, its envelope, model (eval, weight
+    norm unfused), the model's path).
+
+    The model is ``model_path`` or else the path the prior recorded; it must have the weights the prior
+    was trained for (the fingerprint of its state dict) and as many kept latent dims. ``hint`` ends the
+    message of a missing model (what the caller offers instead). Raises MissingInput / DataError.
+    """
+    from acids_core.errors import DataError, MissingInput
+    from acids_rave.prior import model_fingerprint
+
+    prior, env = load_prior(prior_path)
+    info = env["payload"].get("model") or {}
+    path = model_path or info.get("path")
+    if not path or not os.path.isfile(path):
+        raise MissingInput(
+            f"{path}: no such file; prior {prior_path} was trained for the RAVE checkpoint at that path "
+            f"(its checkpoint records it): put the model back there{hint}"
+        )
+    model, model_env = load(path)
+    fingerprint = model_fingerprint(model)
+    if fingerprint != info.get("sha256") or model.n_latent != prior.dims:
+        what = "is no longer the model" if model_path is None else "is not the model"
+        raise DataError(
+            f"{path} (step {model_env['payload'].get('step')}, weights {fingerprint[:12]}) {what} "
+            f"{prior_path} was trained for ({info.get('path')}, step {info.get('step')}, weights "
+            f"{str(info.get('sha256'))[:12]})"
+        )
+    return prior, env, model, str(path)

@@ -33,7 +33,7 @@ def main_group() -> None:
       acids-preprocess audio/ -o data/ | acids-rave train -o runs/x --config small
       acids-rave info runs/x/last.ckpt
       acids-rave train-prior runs/x/last.ckpt --data data/ -o runs/x-prior
-      acids-rave generate runs/x-prior/last.ckpt -o out.wav --seconds 10
+      acids-rave generate runs/x-prior/best.ckpt -o out.wav --seconds 10
     """
 
 

@@ -170,21 +170,9 @@ def prior_exportable(
     """Entry point ``rave-prior`` of ``acids.exportables``: a prior checkpoint (``acids-rave train-prior``)
     -> its RAVE model with a ``prior`` method. The model is the checkpoint the prior was trained for (its
     path is in the prior's checkpoint), checked against the weights' fingerprint."""
-    from acids_core.errors import DataError, MissingInput
-    from acids_rave.checkpoint import load_model, load_prior
-    from acids_rave.prior import model_fingerprint
+    from acids_rave.checkpoint import load_prior_and_model
 
-    prior, env = load_prior(source)
-    info = env["payload"]["model"]
-    path = info.get("path")
-    if not path or not os.path.isfile(path):
-        raise MissingInput(
-            f"{path}: no such file; prior {source} was trained for the RAVE checkpoint at that path "
-            "(its checkpoint records it): put the model back there"
-        )
-    model = load_model(path)
-    if model_fingerprint(model) != info.get("sha256"):
-        raise DataError(f"{path} is no longer the model {source} was trained for (its weights changed)")
+    prior, _, model, _ = load_prior_and_model(source)
     return ScriptedRavePrior(model, prior, streaming=streaming, precision=precision)
 
 

@@ -337,20 +337,10 @@ def generate_cmd(
         raise UsageError(f"--temperature must be >= 0, got {temperature}")
     if threads:
         torch.set_num_threads(threads)
-    prior, env = checkpoint.load_prior(prior_path)
-    info = env["payload"]["model"]
-    model_path = model or info.get("path")
-    if not model_path or not Path(model_path).is_file():
-        raise MissingInput(
-            f"{model_path}: the RAVE checkpoint of this prior is not there; give it with --model RAVE.ckpt"
-        )
-    m, menv, fingerprint = _load_rave(model_path)
-    if fingerprint != info.get("sha256") or m.n_latent != prior.dims:
-        raise DataError(
-            f"{model_path} (step {menv['payload'].get('step')}, weights {fingerprint[:12]}) is not the model "
-            f"{prior_path} was trained for ({info.get('path')}, step {info.get('step')}, weights "
-            f"{str(info.get('sha256'))[:12]})"
-        )
+    prior, _, m, model_path = checkpoint.load_prior_and_model(
+        prior_path, model, hint=", or give it with --model"
+    )
+    m.fuse()
     n = max(1, round(seconds * m.sample_rate))
     frames = math.ceil(n / m.compression_ratio)
     with torch.inference_mode():
