@@ -20,7 +20,7 @@ the order alternating per round; the best (offline, stream) or median (train) of
 * stream: 2048-sample buffers through ``forward`` of the exported streaming TorchScript (official: the
   real ``rave export --streaming`` of an untrained v2/v1 checkpoint; ours: ``script(exportable(...))``).
 * train: one phase-1 step (official: ``RAVE.training_step`` through pytorch-lightning; ours:
-  ``Trainer.step``), same config, batch and signal length, after one warm-up step.
+  ``Trainer.step``), same config, batch and signal length, after ``--warmup-steps`` untimed steps (2).
 
 ``--winograd-ab`` adds, in the same rounds, ours (float32) with the Winograd F(6, 3) path of
 ``acids_rave.blocks.Conv1d`` switched off on every layer (``ours-no-winograd``, offline and train): the
