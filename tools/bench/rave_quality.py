@@ -243,6 +243,40 @@ def held_out_mss(ckpt: str, batches: list[Any]) -> float:
     return total / len(batches)
 
 
+FRAME = 2048  # samples per loudness frame (46 ms at 44.1 kHz)
+ACTIVE_DB = -70.0  # frames of the reference quieter than this (dBFS RMS) are left out
+
+
+def loudness_tracking(ckpt: str, batches: list[Any]) -> dict[str, float]:
+    """Does the reconstruction follow the input's loudness? Over the frames of FRAME samples of every
+    chunk where the reference (PQMF reconstruction of the input) is above ACTIVE_DB: the Pearson
+    correlation of the reference's and the output's frame levels in dB (1: the output gets louder and
+    quieter with the input; 0: its level ignores the input), and the median of output minus reference
+    level, in dB (0: same loudness; -20: ten times quieter). The spectral distance does not show either:
+    a model that outputs the same quiet noise whatever the input already scores far below its untrained
+    value."""
+    import torch
+
+    from acids_rave.checkpoint import load_model
+
+    m = load_model(ckpt)
+    ref_db, out_db = [], []
+    with torch.inference_mode():
+        for x in batches:
+            x_ref = m.pqmf.inverse(m.pqmf(x))
+            y = m.pqmf.inverse(m.decode_bands(m.posterior(x)[0]))
+            n = x_ref.shape[-1] // FRAME * FRAME
+            for a, b in ((x_ref, ref_db), (y, out_db)):
+                frames = a[..., :n].reshape(-1, n // FRAME, FRAME)
+                b.append(10 * torch.log10(frames.pow(2).mean(-1) + 1e-12).reshape(-1))
+    r, o = torch.cat(ref_db), torch.cat(out_db)
+    active = r > ACTIVE_DB
+    r, o = r[active].double(), o[active].double()
+    rc, oc = r - r.mean(), o - o.mean()
+    corr = float((rc * oc).sum() / (rc.norm() * oc.norm()).clamp_min(1e-12))
+    return {"loudness_corr": corr, "level_db": float((o - r).median()), "active_frames": int(active.sum())}
+
+
 def silence_mss(ckpt: str, batches: list[Any]) -> float:
     """The same distance for a model that outputs silence (a reference for what the figures mean)."""
     import torch
@@ -348,6 +382,43 @@ def _fmt(v: float | None) -> str:
     return "?" if v is None else f"{v:.3g}"
 
 
+def table_rows(curve: list[dict[str, Any]], boundary: int) -> list[str]:
+    rows = [
+        "| step | phase | wall-s | CPU-s | held-out MSS | ratio to untrained | loudness corr | level (dB) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for p in curve:
+        mark = " (boundary)" if p["step"] == boundary else ""
+        rows.append(
+            f"| {p['step']}{mark} | {p['phase']} | {p['wall_s']:.0f} | {p['cpu_s']:.0f} | "
+            f"{p['test_mss']:.3f} | {p['ratio']:.3f} | {p['loudness_corr']:.2f} | {p['level_db']:.1f} |"
+        )
+    return rows
+
+
+def rescore(out: Path, batch: int) -> None:
+    """Add the loudness-tracking figures to a finished bench in ``out`` (results.json, results.md)."""
+    path = out / "results.json"
+    if not path.is_file():
+        raise SystemExit(f"{path}: no finished bench to rescore")
+    res = json.loads(path.read_text())
+    test = eval_batches(out / "test", batch)
+    for p in res["curve"]:
+        p.update(loudness_tracking(p["ckpt"], test))
+        print(
+            f"step {p['step']}: loudness corr {p['loudness_corr']:.3f}, level {p['level_db']:.1f} dB",
+            flush=True,
+        )
+    final = res["curve"][-1]
+    res["summary"].update(final_loudness_corr=final["loudness_corr"], final_level_db=final["level_db"])
+    path.write_text(json.dumps(res, indent=1))
+    md = out / "results.md"
+    old = md.read_text().split("\n\n", 1) if md.is_file() else ["", ""]
+    rows = table_rows(res["curve"], res["summary"]["boundary_step"])
+    md.write_text("\n".join(rows) + "\n\n" + (old[1] if len(old) > 1 else ""))
+    print(f"wrote {path}, {md}", flush=True)
+
+
 # --- main ----------------------------------------------------------------------------------------------
 
 
@@ -383,6 +454,11 @@ def main() -> None:
         "with train.adversarial_warmup_steps=WARMUP (same batches and RNG), score it, write "
         "ablation-warmup-WARMUP.json",
     )
+    ap.add_argument(
+        "--rescore",
+        action="store_true",
+        help="no new run: add the loudness-tracking figures to the finished bench in --out",
+    )
     ap.add_argument("--ablation-steps", type=int, default=None, help="phase-2 steps (default: the bench's)")
     args = ap.parse_args()
 
@@ -390,6 +466,9 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     out = args.out.resolve()
+    if args.rescore:
+        rescore(out, args.batch)
+        return
     if args.phase2_ablation is not None:
         r = phase2_ablation(out, args.phase2_ablation, args.ablation_steps, args.batch)
         print(
@@ -486,6 +565,7 @@ def main() -> None:
     )
     for p in curve:
         p["test_mss"] = held_out_mss(p["ckpt"], test)
+        p.update(loudness_tracking(p["ckpt"], test))
         if valid is not None:
             p["valid_mss"] = held_out_mss(p["ckpt"], valid)
     untrained = curve[0]["test_mss"]
@@ -519,6 +599,8 @@ def main() -> None:
         "boundary_test_mss": at_boundary["test_mss"],
         "final_test_mss": final["test_mss"],
         "final_ratio": final["ratio"],
+        "final_loudness_corr": final["loudness_corr"],
+        "final_level_db": final["level_db"],
         "target_ratio": TARGET,
         "meets_target": final["ratio"] < TARGET,
         "phase2_change": final["test_mss"] - at_boundary["test_mss"],
@@ -527,16 +609,7 @@ def main() -> None:
         "eval_s": eval_s,
     }
 
-    rows = [
-        "| step | phase | wall-s | CPU-s | held-out MSS | ratio to untrained |",
-        "|---|---|---|---|---|---|",
-    ]
-    for p in curve:
-        mark = " (boundary)" if p["step"] == boundary else ""
-        rows.append(
-            f"| {p['step']}{mark} | {p['phase']} | {p['wall_s']:.0f} | {p['cpu_s']:.0f} | "
-            f"{p['test_mss']:.3f} | {p['ratio']:.3f} |"
-        )
+    rows = table_rows(curve, boundary)
     verdict = [
         f"reference: a silent output scores {silence:.3f} ({silence / untrained:.3f} of untrained)",
         f"budget {args.budget_minutes:g} CPU-minutes, {args.threads} torch threads: {train_cpu:.0f} CPU-s "
@@ -545,6 +618,8 @@ def main() -> None:
         f"phase 2: {p2['steps']} steps, {p2['cpu_s']:.0f} CPU-s",
         f"final ratio {final['ratio']:.3f} vs target < {TARGET:.2f}: "
         f"{'MET' if summary['meets_target'] else 'NOT MET'}",
+        f"loudness tracking at the last step: correlation {final['loudness_corr']:.2f}, output level "
+        f"{final['level_db']:+.1f} dB against the input (see loudness_tracking)",
         f"phase 2: {at_boundary['test_mss']:.3f} -> {final['test_mss']:.3f} "
         f"({'WORSE' if summary['phase2_worse'] else 'not worse'}); at the last step the generator lr is "
         f"{_fmt(summary['final_lr'])} and the adversarial weights are at "
