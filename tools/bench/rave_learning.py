@@ -1,0 +1,167 @@
+"""Does a short RAVE run learn to follow its input? A diagnostic for the early training of `small`.
+
+The quality bench (rave_quality.py) scores the spectral distance, which a model that outputs the same
+quiet noise for every input already brings far below its untrained value. This script trains `small`
+in one process (the trainer of ``acids-rave train``, no CLI) on the quality bench's training dataset and
+every ``--eval-every`` steps reconstructs held-out audio with the posterior mean and prints:
+
+* ``loud_corr``: correlation of input and output frame log-RMS (frames of 2048 samples) on 20 s of the
+  test trumpet phrase followed by 1.5 s of five test notes (files the bench holds out);
+* ``spec_dist``: the training spectral distance on that audio;
+* ``z_snr``: the posterior mean's standard deviation over time / the posterior standard deviation
+  (below ~0.1 the reparametrised latent is mostly noise: the decoder cannot read the input through it);
+* ``amp``: the mean gate sigmoid(amplitude) of the waveform branch (near 0: the branch is shut and the
+  output is the noise branch alone); ``rms_out`` / ``rms_in``.
+
+Knobs for the experiments in the README (section Quality), each off by default (= `small` as shipped):
+
+* ``--trunk-gain G``: initial weight-norm gain of the trunk convolutions (the encoder's input, strided
+  and last convolutions, the decoder's input and up-sampling ones; not the residual units', not the
+  decoder's output layer), e.g.
+  1.39 = sqrt(2 / (1 + 0.2^2)), a variance-preserving gain for LeakyReLU(0.2); the default
+  initialisation (PyTorch's) has gain ~0.58 and the decoder's output does not depend on its input at
+  step 0 (measured: the difference of the outputs for two recordings is below 1e-4);
+* ``--zero-bias``: all convolution biases start at zero;
+* ``--drop-silent RMS``: leave out training crops whose RMS is below RMS (a quarter of the bench's
+  32768-sample crops are digital silence: zero-padded one-shots), refilling the batch from the next.
+
+Usage (one thread; ~1 CPU-s per step; deterministic: a rerun prints the same figures):
+
+    .venv/bin/python tools/bench/rave_learning.py --steps 2000 --eval-every 250
+    .venv/bin/python tools/bench/rave_learning.py --steps 2000 --eval-every 250 \\
+        --trunk-gain 1.39 --zero-bias --drop-silent 1e-3
+
+Needs the quality bench's datasets (``rave_quality.py --out bench-out/rave-quality-20min`` makes them).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+EVAL_NOTES = ("cello_061_080", "flute_071_080", "violin_081_080", "trumpet_054_080", "alto_sax_066_080")
+
+
+def eval_audio(sample_rate: int):  # type: ignore[no-untyped-def]
+    import numpy as np
+    import soundfile as sf
+    import soxr
+
+    def load(path: str, seconds: float):  # type: ignore[no-untyped-def]
+        x, sr = sf.read(path, dtype="float32")
+        if x.ndim > 1:
+            x = x.mean(1)
+        return soxr.resample(x, sr, sample_rate)[: int(sample_rate * seconds)]
+
+    parts = [load("/work/shared/data/phrases/48000/trumpet_phrases.flac", 20)]
+    parts += [load(f"/work/shared/data/notes/48000/{n}.flac", 1.5) for n in EVAL_NOTES]
+    return np.concatenate(parts)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--steps", type=int, default=2000)
+    ap.add_argument("--eval-every", type=int, default=250)
+    ap.add_argument("--trunk-gain", type=float, default=0.0, help="initial trunk gain (0: the default init)")
+    ap.add_argument("--zero-bias", action="store_true", help="convolution biases start at zero")
+    ap.add_argument("--drop-silent", type=float, default=0.0, help="leave out crops below this RMS")
+    ap.add_argument("--data", type=Path, default=REPO / "bench-out" / "rave-quality-20min" / "train")
+    ap.add_argument("--json", type=Path, default=None, help="also write the figures here")
+    a = ap.parse_args()
+
+    import numpy as np
+    import torch
+
+    from acids_data.dataset import ChunkDataset
+    from acids_rave.blocks import Conv1d, Upsample
+    from acids_rave.config import load_config
+    from acids_rave.data import EpochBatches
+    from acids_rave.losses import spectral_distance
+    from acids_rave.train import Trainer
+
+    torch.set_num_threads(1)
+    cfg = load_config("small")
+    cfg = dataclasses.replace(
+        cfg,
+        sample_rate=44100,
+        train=dataclasses.replace(cfg.train, batch=8, n_signal=32768, valid_fraction=0.0, phase1_steps=10**9),
+    )
+    ds = ChunkDataset(
+        str(a.data),
+        keys=["audio"],
+        crop=32768,
+        gain_db=(-6.0, 0.0),
+        split="train",
+        valid_fraction=0.0,
+        seed=0,
+    )
+    batches = EpochBatches(ds, 8, seed=0).from_step(0)
+    tr = Trainer(cfg)
+    with torch.no_grad():
+        if a.trunk_gain:
+            for seq in (tr.model.encoder.net, tr.model.decoder.net):
+                for layer in seq:
+                    conv = layer.conv if isinstance(layer, Upsample) else layer
+                    if isinstance(conv, Conv1d):
+                        conv.gain.fill_(a.trunk_gain)
+        if a.zero_bias:
+            for conv in tr.model.modules():
+                if isinstance(conv, Conv1d):
+                    conv.bias.zero_()
+
+    x = eval_audio(44100)
+    n = len(x) // tr.model.compression_ratio * tr.model.compression_ratio
+    xt = torch.from_numpy(x[:n])[None, None]
+
+    def evaluate() -> dict[str, float]:
+        m = tr.model
+        m.eval()
+        with torch.no_grad():
+            mean, std = m.posterior(xt)
+            _, amp = m.decoder.wave(m.decoder.net(mean)).chunk(2, 1)
+            y = m.pqmf.inverse(m.decoder(mean))
+            xr = m.pqmf.inverse(m.pqmf(xt))
+            k = n // 2048
+            fi = xr[0, 0, : k * 2048].reshape(k, 2048).pow(2).mean(-1).add(1e-8).log()
+            fo = y[0, 0, : k * 2048].reshape(k, 2048).pow(2).mean(-1).add(1e-8).log()
+            figures = {
+                "step": tr.state.step,
+                "loud_corr": round(float(np.corrcoef(fi.numpy(), fo.numpy())[0, 1]), 3),
+                "spec_dist": round(float(spectral_distance(xr, y, cfg.loss.scales, cfg.loss.log_epsilon)), 2),
+                "z_snr": round(float(mean.std(-1).mean() / std.mean()), 4),
+                "amp": round(float(torch.sigmoid(amp).mean()), 4),
+                "rms_out": round(float(y.pow(2).mean().sqrt()), 4),
+                "rms_in": round(float(xr.pow(2).mean().sqrt()), 4),
+            }
+        m.train()
+        return figures
+
+    log = [evaluate()]
+    print(json.dumps(log[-1]), flush=True)
+    t0 = time.process_time()
+    for s in range(a.steps):
+        xb = next(batches)
+        if a.drop_silent:
+            keep = xb.pow(2).mean((1, 2)).sqrt() > a.drop_silent
+            while keep.sum() < 8:
+                xn = next(batches)
+                kn = xn.pow(2).mean((1, 2)).sqrt() > a.drop_silent
+                xb = torch.cat([xb[keep], xn[kn]])
+                keep = torch.ones(xb.shape[0], dtype=torch.bool)
+            xb = xb[keep][:8]
+        out = tr.step(xb)
+        if (s + 1) % a.eval_every == 0:
+            log.append(
+                {**evaluate(), "train_loss": round(out["loss"], 2), "cpu_s": round(time.process_time() - t0)}
+            )
+            print(json.dumps(log[-1]), flush=True)
+    if a.json:
+        a.json.write_text(json.dumps(log, indent=1))
+
+
+if __name__ == "__main__":
+    main()
