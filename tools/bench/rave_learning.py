@@ -11,7 +11,9 @@ every ``--eval-every`` steps reconstructs held-out audio with the posterior mean
 * ``z_snr``: the posterior mean's standard deviation over time / the posterior standard deviation
   (below ~0.1 the reparametrised latent is mostly noise: the decoder cannot read the input through it);
 * ``amp``: the mean gate sigmoid(amplitude) of the waveform branch (near 0: the branch is shut and the
-  output is the noise branch alone); ``rms_out`` / ``rms_in``.
+  output is the noise branch alone); ``rms_out`` / ``rms_in``;
+* at step 0 only, ``input_dependence``: how much the decoder's output differs between two 6 s stretches
+  of the phrase, relative to its level (0: the output ignores the input).
 
 Knobs for the experiments in the README (section Quality), each off by default (= `small` as shipped):
 
@@ -140,7 +142,18 @@ def main() -> None:
         m.train()
         return figures
 
-    log = [evaluate()]
+    def input_dependence() -> float:
+        """RMS of the difference of the decoder's outputs (bands) for two 6 s stretches of the phrase,
+        relative to the RMS of the first: 0 means the output ignores its input."""
+        m, half = tr.model, 6 * 44100 // tr.model.compression_ratio * tr.model.compression_ratio
+        m.eval()
+        with torch.no_grad():
+            ya = m.decoder(m.posterior(xt[..., :half])[0])
+            yb = m.decoder(m.posterior(xt[..., half : 2 * half])[0])
+        m.train()
+        return float((ya - yb).pow(2).mean().sqrt() / ya.pow(2).mean().sqrt())
+
+    log = [{**evaluate(), "input_dependence": round(input_dependence(), 6)}]
     print(json.dumps(log[-1]), flush=True)
     t0 = time.process_time()
     for s in range(a.steps):
