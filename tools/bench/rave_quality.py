@@ -37,6 +37,9 @@ What it does (everything through the real command-line tools):
    chunk, in fixed batches of 8 (the relative term divides by the batch energy, as in training),
    averaged over the batches. Eval mode: the decoder's noise branch, when the checkpoint has it on, reads
    its seeded noise table, as an exported model does.
+   Then loudness tracking (``loudness_tracking``): the correlation of input and output frame levels over
+   the active 46 ms frames of the same chunks, and the median level difference -- what the spectral
+   distance does not show (a model that outputs the same quiet noise for any input scores well on it).
 
 Usage (writes bench-out/rave-quality/{results.json,results.md,curve.png,split.json,ckpts/,run/}):
 
@@ -44,6 +47,8 @@ Usage (writes bench-out/rave-quality/{results.json,results.md,curve.png,split.js
     .venv/bin/python tools/bench/rave_quality.py --budget-minutes 3 --out bench-out/rave-quality-smoke
     # then, on a finished run: its phase 2 again from the boundary, full adversarial weights at once
     .venv/bin/python tools/bench/rave_quality.py --out bench-out/rave-quality-smoke --phase2-ablation 0
+    # or add the loudness-tracking figures to a bench run before they existed
+    .venv/bin/python tools/bench/rave_quality.py --out bench-out/rave-quality-20min --rescore
 
 Pass-through training settings: ``--set key=value`` (repeatable), ``--batch``, ``--n-signal``.
 """
