@@ -37,9 +37,10 @@ What it does (everything through the real command-line tools):
    chunk, in fixed batches of 8 (the relative term divides by the batch energy, as in training),
    averaged over the batches. Eval mode: the decoder's noise branch, when the checkpoint has it on, reads
    its seeded noise table, as an exported model does.
-   Then loudness tracking (``loudness_tracking``): the correlation of input and output frame levels over
-   the active 46 ms frames of the same chunks, and the median level difference -- what the spectral
-   distance does not show (a model that outputs the same quiet noise for any input scores well on it).
+   From the same reconstructions, loudness tracking (``held_out_scores``): the correlation of input and
+   output frame levels over the active 46 ms frames of the same chunks, and the median level difference
+   -- what the spectral distance does not show (a model that outputs the same quiet noise for any input
+   scores well on it).
 
 Usage (writes bench-out/rave-quality/{results.json,results.md,curve.png,split.json,ckpts/,run/}):
 
@@ -230,8 +231,22 @@ def eval_batches(dataset: Path, batch: int) -> list[Any]:
     return [torch.stack(items[i : i + batch]) for i in range(0, len(items), batch)]
 
 
-def held_out_mss(ckpt: str, batches: list[Any]) -> float:
-    """Mean over fixed batches of the training spectral distance (as Trainer.validate)."""
+FRAME = 2048  # samples per loudness frame (46 ms at 44.1 kHz)
+ACTIVE_DB = -70.0  # frames of the reference quieter than this (dBFS RMS) are left out
+
+
+def held_out_scores(ckpt: str, batches: list[Any]) -> dict[str, float]:
+    """Scores of the posterior-mean reconstructions of fixed batches, each computed once:
+
+    * ``mss``: mean over the batches of the training spectral distance (as Trainer.validate);
+    * loudness tracking, over the frames of FRAME samples of every chunk where the reference (PQMF
+      reconstruction of the input) is above ACTIVE_DB: ``loudness_corr``, the Pearson correlation of the
+      reference's and the output's frame levels in dB (1: the output gets louder and quieter with the
+      input; 0: its level ignores the input), and ``level_db``, the median of output minus reference
+      level (0: same loudness; -20: ten times quieter). The spectral distance does not show either: a
+      model that outputs the same quiet noise whatever the input already scores far below its
+      untrained value.
+    """
     import torch
 
     from acids_rave.checkpoint import load_model
@@ -240,46 +255,32 @@ def held_out_mss(ckpt: str, batches: list[Any]) -> float:
     m = load_model(ckpt)
     cfg = m.config
     total = 0.0
-    with torch.inference_mode():
-        for x in batches:
-            x_ref = m.pqmf.inverse(m.pqmf(x))
-            y = m.pqmf.inverse(m.decode_bands(m.posterior(x)[0]))
-            total += float(spectral_distance(x_ref, y, cfg.loss.scales, cfg.loss.log_epsilon))
-    return total / len(batches)
-
-
-FRAME = 2048  # samples per loudness frame (46 ms at 44.1 kHz)
-ACTIVE_DB = -70.0  # frames of the reference quieter than this (dBFS RMS) are left out
-
-
-def loudness_tracking(ckpt: str, batches: list[Any]) -> dict[str, float]:
-    """Does the reconstruction follow the input's loudness? Over the frames of FRAME samples of every
-    chunk where the reference (PQMF reconstruction of the input) is above ACTIVE_DB: the Pearson
-    correlation of the reference's and the output's frame levels in dB (1: the output gets louder and
-    quieter with the input; 0: its level ignores the input), and the median of output minus reference
-    level, in dB (0: same loudness; -20: ten times quieter). The spectral distance does not show either:
-    a model that outputs the same quiet noise whatever the input already scores far below its untrained
-    value."""
-    import torch
-
-    from acids_rave.checkpoint import load_model
-
-    m = load_model(ckpt)
     ref_db, out_db = [], []
     with torch.inference_mode():
         for x in batches:
             x_ref = m.pqmf.inverse(m.pqmf(x))
             y = m.pqmf.inverse(m.decode_bands(m.posterior(x)[0]))
+            total += float(spectral_distance(x_ref, y, cfg.loss.scales, cfg.loss.log_epsilon))
             n = x_ref.shape[-1] // FRAME * FRAME
-            for a, b in ((x_ref, ref_db), (y, out_db)):
+            for a, levels in ((x_ref, ref_db), (y, out_db)):
                 frames = a[..., :n].reshape(-1, n // FRAME, FRAME)
-                b.append(10 * torch.log10(frames.pow(2).mean(-1) + 1e-12).reshape(-1))
+                levels.append(10 * torch.log10(frames.pow(2).mean(-1) + 1e-12).reshape(-1))
     r, o = torch.cat(ref_db), torch.cat(out_db)
     active = r > ACTIVE_DB
     r, o = r[active].double(), o[active].double()
     rc, oc = r - r.mean(), o - o.mean()
     corr = float((rc * oc).sum() / (rc.norm() * oc.norm()).clamp_min(1e-12))
-    return {"loudness_corr": corr, "level_db": float((o - r).median()), "active_frames": int(active.sum())}
+    return {
+        "mss": total / len(batches),
+        "loudness_corr": corr,
+        "level_db": float((o - r).median()),
+        "active_frames": int(active.sum()),
+    }
+
+
+def held_out_mss(ckpt: str, batches: list[Any]) -> float:
+    """The spectral distance alone (see :func:`held_out_scores`)."""
+    return held_out_scores(ckpt, batches)["mss"]
 
 
 def silence_mss(ckpt: str, batches: list[Any]) -> float:
@@ -409,7 +410,9 @@ def rescore(out: Path, batch: int) -> None:
     res = json.loads(path.read_text())
     test = eval_batches(out / "test", batch)
     for p in res["curve"]:
-        p.update(loudness_tracking(p["ckpt"], test))
+        scores = held_out_scores(p["ckpt"], test)
+        del scores["mss"]  # the run's own figure stays
+        p.update(scores)
         print(
             f"step {p['step']}: loudness corr {p['loudness_corr']:.3f}, level {p['level_db']:.1f} dB",
             flush=True,
@@ -569,8 +572,9 @@ def main() -> None:
         flush=True,
     )
     for p in curve:
-        p["test_mss"] = held_out_mss(p["ckpt"], test)
-        p.update(loudness_tracking(p["ckpt"], test))
+        scores = held_out_scores(p["ckpt"], test)
+        p["test_mss"] = scores.pop("mss")
+        p.update(scores)
         if valid is not None:
             p["valid_mss"] = held_out_mss(p["ckpt"], valid)
     untrained = curve[0]["test_mss"]
@@ -624,7 +628,7 @@ def main() -> None:
         f"final ratio {final['ratio']:.3f} vs target < {TARGET:.2f}: "
         f"{'MET' if summary['meets_target'] else 'NOT MET'}",
         f"loudness tracking at the last step: correlation {final['loudness_corr']:.2f}, output level "
-        f"{final['level_db']:+.1f} dB against the input (see loudness_tracking)",
+        f"{final['level_db']:+.1f} dB against the input (see held_out_scores)",
         f"phase 2: {at_boundary['test_mss']:.3f} -> {final['test_mss']:.3f} "
         f"({'WORSE' if summary['phase2_worse'] else 'not worse'}); at the last step the generator lr is "
         f"{_fmt(summary['final_lr'])} and the adversarial weights are at "
