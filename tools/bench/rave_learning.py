@@ -10,28 +10,25 @@ every ``--eval-every`` steps reconstructs held-out audio with the posterior mean
 * ``spec_dist``: the training spectral distance on that audio;
 * ``z_snr``: the posterior mean's standard deviation over time / the posterior standard deviation
   (below ~0.1 the reparametrised latent is mostly noise: the decoder cannot read the input through it);
-* ``amp``: the mean gate sigmoid(amplitude) of the waveform branch (near 0: the branch is shut and the
-  output is the noise branch alone); ``rms_out`` / ``rms_in``;
+* ``amp``: the mean gate sigmoid(amplitude) of the waveform branch (v1: its loudness gate; near 0: the
+  branch is shut and the output is the noise branch alone); ``rms_out`` / ``rms_in``;
 * at step 0 only, ``input_dependence``: how much the decoder's output differs between two 6 s stretches
   of the phrase, relative to its level (0: the output ignores the input).
 
-Knobs for the experiments in the README (section Quality), each off by default (= `small` as shipped):
+The model is built from ``--preset`` (default ``small``) with its initialisation ``init.*`` (see
+acids_rave.config.InitConfig); ``--set key=value`` overrides any config key, e.g. the initialisation
+before it was adopted (PyTorch's default, as upstream): ``--set init.trunk_gain=0 --set
+init.zero_bias=false``; ``--set init.zero_bias=false`` alone leaves the trunk gain without zero biases.
+``--drop-silent RMS`` leaves out training crops whose RMS is below RMS (a quarter of the bench's
+32768-sample crops are digital silence: zero-padded one-shots), refilling the batch from the next.
 
-* ``--trunk-gain G``: initial weight-norm gain of the trunk convolutions (the encoder's input, strided
-  and last convolutions, the decoder's input and up-sampling ones; not the residual units', not the
-  decoder's output layer), e.g.
-  1.39 = sqrt(2 / (1 + 0.2^2)), a variance-preserving gain for LeakyReLU(0.2); the default
-  initialisation (PyTorch's) has gain ~0.58 and the decoder's output does not depend on its input at
-  step 0 (measured: the difference of the outputs for two recordings is below 1e-4);
-* ``--zero-bias``: all convolution biases start at zero;
-* ``--drop-silent RMS``: leave out training crops whose RMS is below RMS (a quarter of the bench's
-  32768-sample crops are digital silence: zero-padded one-shots), refilling the batch from the next.
-
-Usage (one thread; ~1 CPU-s per step; deterministic: a rerun prints the same figures):
+Usage (one thread; ~1 CPU-s per step for `small`, ~4 for `v2`; deterministic: a rerun prints the same
+figures):
 
     .venv/bin/python tools/bench/rave_learning.py --steps 2000 --eval-every 250
     .venv/bin/python tools/bench/rave_learning.py --steps 2000 --eval-every 250 \\
-        --trunk-gain 1.39 --zero-bias --drop-silent 1e-3
+        --set init.trunk_gain=0 --set init.zero_bias=false
+    .venv/bin/python tools/bench/rave_learning.py --preset v2 --steps 600 --eval-every 100
 
 Needs the quality bench's datasets (``rave_quality.py --out bench-out/rave-quality-20min`` makes them).
 """
@@ -68,8 +65,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--steps", type=int, default=2000)
     ap.add_argument("--eval-every", type=int, default=250)
-    ap.add_argument("--trunk-gain", type=float, default=0.0, help="initial trunk gain (0: the default init)")
-    ap.add_argument("--zero-bias", action="store_true", help="convolution biases start at zero")
+    ap.add_argument("--preset", default="small")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config overrides")
     ap.add_argument("--drop-silent", type=float, default=0.0, help="leave out crops below this RMS")
     ap.add_argument("--data", type=Path, default=REPO / "bench-out" / "rave-quality-20min" / "train")
     ap.add_argument("--json", type=Path, default=None, help="also write the figures here")
@@ -79,14 +76,13 @@ def main() -> None:
     import torch
 
     from acids_data.dataset import ChunkDataset
-    from acids_rave.blocks import Conv1d, Upsample
     from acids_rave.config import load_config
     from acids_rave.data import EpochBatches
     from acids_rave.losses import spectral_distance
     from acids_rave.train import Trainer
 
     torch.set_num_threads(1)
-    cfg = load_config("small")
+    cfg = load_config(a.preset, a.set)
     cfg = dataclasses.replace(
         cfg,
         sample_rate=44100,
@@ -103,17 +99,7 @@ def main() -> None:
     )
     batches = EpochBatches(ds, 8, seed=0).from_step(0)
     tr = Trainer(cfg)
-    with torch.no_grad():
-        if a.trunk_gain:
-            for seq in (tr.model.encoder.net, tr.model.decoder.net):
-                for layer in seq:
-                    conv = layer.conv if isinstance(layer, Upsample) else layer
-                    if isinstance(conv, Conv1d):
-                        conv.gain.fill_(a.trunk_gain)
-        if a.zero_bias:
-            for conv in tr.model.modules():
-                if isinstance(conv, Conv1d):
-                    conv.bias.zero_()
+    print(json.dumps({"preset": a.preset, "init": dataclasses.asdict(cfg.init), "set": a.set}), flush=True)
 
     x = eval_audio(44100)
     n = len(x) // tr.model.compression_ratio * tr.model.compression_ratio
@@ -124,7 +110,11 @@ def main() -> None:
         m.eval()
         with torch.no_grad():
             mean, std = m.posterior(xt)
-            _, amp = m.decoder.wave(m.decoder.net(mean)).chunk(2, 1)
+            h = m.decoder.net(mean)
+            if m.decoder.kind == "v2":
+                gate = torch.sigmoid(m.decoder.wave(h).chunk(2, 1)[1])
+            else:  # v1: the loudness gate, 2 * sigmoid(loudness) ** 2.3 (in [0, 2])
+                gate = 2 * torch.sigmoid(m.decoder.loudness(h)) ** 2.3
             y = m.pqmf.inverse(m.decoder(mean))
             xr = m.pqmf.inverse(m.pqmf(xt))
             k = n // 2048
@@ -135,7 +125,7 @@ def main() -> None:
                 "loud_corr": round(float(np.corrcoef(fi.numpy(), fo.numpy())[0, 1]), 3),
                 "spec_dist": round(float(spectral_distance(xr, y, cfg.loss.scales, cfg.loss.log_epsilon)), 2),
                 "z_snr": round(float(mean.std(-1).mean() / std.mean()), 4),
-                "amp": round(float(torch.sigmoid(amp).mean()), 4),
+                "amp": round(float(gate.mean()), 4),
                 "rms_out": round(float(y.pow(2).mean().sqrt()), 4),
                 "rms_in": round(float(xr.pow(2).mean().sqrt()), 4),
             }

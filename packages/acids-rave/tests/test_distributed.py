@@ -48,7 +48,12 @@ def _relative_update_difference(a: dict, b: dict, init: dict) -> float:
     return (num / den) ** 0.5
 
 
+# tiny with the trunk gain: with zero biases alone its initial output is ~1e-5 of the input's level, and
+# Adam's first, sign-like phase-2 steps on such near-zero gradients turn the summation-order noise between
+# one process and two into O(0.1) parameter differences (measured 0.11 / 0.23 below, against 0.016 / 0.010
+# with the gain and 0.024 / 0.012 with PyTorch's default init); phase 1 matches to 1e-5 either way
 TRAIN = ["--config", "tiny", "--max-steps", "6", "--phase1-steps", "3", "--batch", "4", "--threads", "1"]
+TRAIN += ["--set", "init.trunk_gain=1.39"]
 
 
 def test_two_process_ddp_matches_one_process(dataset, tmp_path):

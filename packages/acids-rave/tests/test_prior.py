@@ -155,11 +155,10 @@ def test_prior_learns_real_latents_below_the_baselines(trained_tiny, real_audio)
     uniform = math.log(cfg.bins)
     marginal = marginal_cross_entropy(tk, vk, cfg.bins)
     assert untrained > 0.9 * uniform  # an untrained prior is about uniform
-    assert ce < 0.8 * uniform, (ce, uniform)  # measured 2.56 vs 3.47
-    assert ce < marginal - 0.3, (
-        ce,
-        marginal,
-    )  # measured 2.56 vs 3.01  # the context helps, not only the histogram
+    # measured 2.78 against uniform 3.47 and the marginal (context-free) 3.35: the context helps, not only
+    # the histogram (2.56 and 3.01 with PyTorch's default init, whose latents carry less of the input)
+    assert ce < uniform - 0.4, (ce, uniform)
+    assert ce < marginal - 0.3, (ce, marginal)
 
 
 def test_training_resumes_exactly(tmp_path):

@@ -20,11 +20,15 @@ def test_tiny_training_reduces_the_loss_and_switches_phase(tiny, real_audio, tmp
     batches = [data[i : i + 4] for i in range(0, 8, 4)]
     trainer = Trainer(tiny)
     untrained = trainer.validate(batches)
-    logs = fit(trainer, batches, max_steps=30, valid_batches=batches, val_every=30)
+    logs = fit(trainer, batches, max_steps=30, valid_batches=batches, val_every=10)
     first = sum(log["fullband"] + log["multiband"] for log in logs[:4]) / 4
     last = sum(log["fullband"] + log["multiband"] for log in logs[16:20]) / 4
     assert last < 0.9 * first, (first, last)
-    assert logs[-1]["validation"] < untrained
+    # validation distance: measured untrained 15.63; steps 10, 20 (end of phase 1), 30: 12.96, 12.50, 12.31.
+    # Phase 2 must not make it worse (2 % slack: at this scale it moves by about that from step to step)
+    valid = [log["validation"] for log in logs if "validation" in log]
+    assert len(valid) == 3 and max(valid) < 0.85 * untrained, (untrained, valid)
+    assert valid[2] < 1.02 * valid[1], valid
     assert [log["phase"] for log in logs[:20]] == [1.0] * 20
     assert all(log["phase"] == 2.0 for log in logs[20:])
     assert "discriminator" in logs[-1] and "feature_matching" in logs[-1]

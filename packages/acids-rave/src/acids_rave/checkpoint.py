@@ -42,7 +42,10 @@ def load(path: str | os.PathLike[str], map_location: Any = "cpu") -> tuple[Any, 
     from acids_rave.model import Rave
 
     env = load_checkpoint(path, format=FORMAT, max_version=FORMAT_VERSION, map_location=map_location)
-    cfg = core_config.from_dict(RaveConfig, env["config"])
+    data = dict(env["config"])
+    # checkpoints written before ``init`` existed were initialised the default way: say so in their config
+    data.setdefault("init", {"trunk_gain": 0.0, "zero_bias": False})
+    cfg = core_config.from_dict(RaveConfig, data)
     model = Rave(cfg)
     model.load_state_dict(env["payload"]["model"])
     return model.eval(), env

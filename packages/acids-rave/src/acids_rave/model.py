@@ -248,6 +248,19 @@ class Decoder(nn.Module):
         return y
 
 
+def trunk_convolutions(model: nn.Module) -> list[Conv1d]:
+    """The trunk convolutions of a model's encoder and decoder: the direct layers of their ``net``
+    (input, strided, last; the decoder's input and up-sampling ones), not the residual units' inner
+    convolutions nor the decoder's output layers (``config.init.trunk_gain`` applies to these)."""
+    out: list[Conv1d] = []
+    for seq in (model.encoder.net, model.decoder.net):
+        for layer in seq:
+            conv = layer.conv if isinstance(layer, Upsample) else layer
+            if isinstance(conv, Conv1d):
+                out.append(conv)
+    return out
+
+
 class Rave(nn.Module):
     """The RAVE model. Build with ``Rave(config)``; see the module docstring for shapes."""
 
@@ -277,6 +290,19 @@ class Rave(nn.Module):
         # a plain int mirror of the buffer, so that encode has static shapes (torch.export, TorchScript)
         self.n_latent = n
         self.register_load_state_dict_post_hook(_sync_latent_dims)
+        self._initialise()
+
+    @torch.no_grad()
+    def _initialise(self) -> None:
+        """Apply ``config.init`` to the fresh weights (no random draws: the seeded init stays as is)."""
+        init = self.config.init
+        if init.trunk_gain > 0:
+            for conv in trunk_convolutions(self):
+                conv.gain.fill_(init.trunk_gain)
+        if init.zero_bias:
+            for m in self.modules():
+                if isinstance(m, Conv1d):
+                    m.bias.zero_()
 
     # --- latent analysis ------------------------------------------------------------------------
     @torch.jit.ignore
