@@ -317,7 +317,13 @@ def plot(
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(8, 4.5))
+    loud = [p for p in curve if "loudness_corr" in p]
+    if loud:
+        fig, (ax, ax2) = plt.subplots(
+            2, 1, figsize=(8, 6.5), sharex=True, gridspec_kw={"height_ratios": [2.2, 1]}
+        )
+    else:
+        fig, ax = plt.subplots(figsize=(8, 4.5))
     steps = [p["step"] for p in curve]
     ax.plot(steps, [p["test_mss"] for p in curve], "o-", label="held-out test MSS")
     if any("valid_mss" in p for p in curve):
@@ -327,13 +333,23 @@ def plot(
     ax.axhline(silence, color="tab:green", ls="-.", alpha=0.6, label="a silent output")
     if boundary is not None:
         ax.axvline(boundary, color="gray", ls="--", label=f"phase 2 from step {boundary}")
-    ax.set_xlabel("training step")
     ax.set_ylabel("multi-scale spectral distance")
     sec = ax.secondary_yaxis("right", functions=(lambda v: v / untrained, lambda r: r * untrained))
     sec.set_ylabel("ratio to untrained")
     ax.set_title(title, fontsize=9)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
+    if loud:
+        # the spectral distance alone hides a model that outputs the same sound for any input
+        ax2.plot([p["step"] for p in loud], [p["loudness_corr"] for p in loud], "o-", color="tab:purple")
+        ax2.set_ylim(-0.2, 1.0)
+        ax2.set_ylabel("loudness corr.\n(input vs output)")
+        if boundary is not None:
+            ax2.axvline(boundary, color="gray", ls="--")
+        ax2.grid(alpha=0.3)
+        ax2.set_xlabel("training step")
+    else:
+        ax.set_xlabel("training step")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
@@ -424,7 +440,27 @@ def rescore(out: Path, batch: int) -> None:
     old = md.read_text().split("\n\n", 1) if md.is_file() else ["", ""]
     rows = table_rows(res["curve"], res["summary"]["boundary_step"])
     md.write_text("\n".join(rows) + "\n\n" + (old[1] if len(old) > 1 else ""))
-    print(f"wrote {path}, {md}", flush=True)
+    replot(out, res)
+    print(f"wrote {path}, {md}, {out / 'curve.png'}", flush=True)
+
+
+def replot(out: Path, res: dict[str, Any]) -> None:
+    """Draw ``out/curve.png`` from a bench's results.json content."""
+    s = res["summary"]
+    threads = f"{s['threads']} torch thread" + ("s" if s["threads"] > 1 else "")
+    shape = f", batch {s['batch']} x {s['n_signal']}" if "batch" in s else ""
+    title = (
+        f"acids-rave {s['preset']}{shape}, {s['budget_minutes']:g} CPU-min budget "
+        f"({s['train_cpu_s']:.0f} CPU-s, {threads}); final ratio {s['final_ratio']:.2f}"
+    )
+    plot(
+        out / "curve.png",
+        res["curve"],
+        s["boundary_step"],
+        s["untrained_test_mss"],
+        s["silence_test_mss"],
+        title,
+    )
 
 
 # --- main ----------------------------------------------------------------------------------------------
@@ -591,6 +627,8 @@ def main() -> None:
         last_log = json.loads(lines[-1]) if lines else {}
     summary = {
         "preset": args.preset,
+        "batch": args.batch,
+        "n_signal": args.n_signal,
         "budget_minutes": args.budget_minutes,
         "budget_kind": "CPU time of the training processes",
         "phase2_share": args.phase2_share,
@@ -642,11 +680,7 @@ def main() -> None:
             {"summary": summary, "curve": curve, "commands": commands, "split_counts": counts}, indent=1
         )
     )
-    title = (
-        f"acids-rave {args.preset}, batch {args.batch} x {args.n_signal}, {args.budget_minutes:g} CPU-min "
-        f"budget ({train_cpu:.0f} CPU-s, {args.threads} threads); final ratio {final['ratio']:.2f}"
-    )
-    plot(out / "curve.png", curve, boundary, untrained, silence, title)
+    replot(out, json.loads((out / "results.json").read_text()))
     print(f"wrote {out / 'results.json'}, {out / 'curve.png'}", flush=True)
 
 
