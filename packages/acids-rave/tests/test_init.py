@@ -4,10 +4,12 @@ import dataclasses
 
 import pytest
 import torch
+from click.testing import CliRunner
 
 from acids_core.checkpoint import load_checkpoint, save_checkpoint
 from acids_rave import checkpoint
 from acids_rave.blocks import Conv1d
+from acids_rave.cli import main_group
 from acids_rave.config import PRESETS, InitConfig, load_config
 from acids_rave.model import Rave, trunk_convolutions
 
@@ -75,3 +77,10 @@ def test_checkpoint_from_before_init_reports_the_default_init(tiny, tmp_path):
     assert model.config.init == LEGACY
     # the weights are the checkpoint's (built with the legacy init, then loaded over)
     torch.testing.assert_close(model.state_dict(), saved.state_dict())
+    # and `info` says how each was initialised
+    runner = CliRunner()
+    new = runner.invoke(main_group, ["info", str(path)])
+    old = runner.invoke(main_group, ["info", str(tmp_path / "old.ckpt")])
+    assert new.exit_code == old.exit_code == 0, (new.output, old.output)
+    assert "initialisation    zero biases, default gains\n" in new.output
+    assert "initialisation    random biases, default gains (PyTorch's default)" in old.output

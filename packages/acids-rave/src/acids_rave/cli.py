@@ -449,6 +449,7 @@ def info_cmd(model: str, overrides: tuple[str, ...], as_json: bool) -> None:
         f"sample rate       {sr} Hz, {cfg.channels} channel(s)",
         f"architecture      encoder {cfg.encoder.kind} / decoder {cfg.decoder.kind}, "
         f"capacity {cfg.encoder.capacity}",
+        f"initialisation    {_init_text(cfg.init)}",
         f"parameters        encoder {p['encoder']:,}  decoder {p['decoder']:,}  "
         f"discriminator {p['discriminator']:,}",
         f"compression       {m.compression_ratio}x ({info['latent_rate_hz']:.2f} Hz latent)",
@@ -466,6 +467,13 @@ def info_cmd(model: str, overrides: tuple[str, ...], as_json: bool) -> None:
     marks = [k for k in (1, 2, 4, 8, 16, 32, 64, 128) if k <= len(table)]
     lines.append("fidelity          " + "  ".join(f"{k}:{table[k - 1]:.3f}" for k in marks))
     click.echo("\n".join(lines))
+
+
+def _init_text(init: Any) -> str:
+    """One line for ``config.init`` (how the weights were, or will be, initialised)."""
+    parts = ["zero biases" if init.zero_bias else "random biases"]
+    parts.append(f"trunk gain {init.trunk_gain:g}" if init.trunk_gain else "default gains")
+    return ", ".join(parts) + ("" if init.zero_bias or init.trunk_gain else " (PyTorch's default)")
 
 
 def _prior_info(path: str, as_json: bool) -> None:

@@ -108,19 +108,20 @@ class InitConfig:
     PyTorch's default convolution init (upstream's) draws every bias at random and gives each output
     channel a weight norm of ~0.58, so each trunk layer shrinks its input's level while the random biases
     add an input-independent part: at step 0 the decoder's output does not depend on its latent
-    (measured: two different recordings give outputs that differ by 2e-5 of their level, `small` and
-    `v2`), and short runs of `small` and `v2` shut the waveform branch's gate and output the same quiet
-    noise for any input. Measured with tools/bench/rave_learning.py; the package README, section Quality.
+    (measured: two different recordings give outputs that differ by 2e-5 of their level, `small`, `v2`,
+    `v1`), and short runs shut the waveform branch's gate (`small`, `v2`: the output is the same quiet
+    noise for any input; `v1`: the noise branch alone). Measured with tools/bench/rave_learning.py; the
+    package README, section Quality, "Initialisation".
     """
 
     #: every convolution bias of the autoencoder starts at zero (False: PyTorch's uniform draw). Keeps the
-    #: waveform gate of `small` and `v2` open in the first hundreds of steps (as drawn, it shuts)
+    #: waveform gate of `small`, `v2` and `v1` open in the first hundreds of steps (as drawn, it shuts)
     zero_bias: bool = True
     #: weight-norm gain of the trunk convolutions at init: the encoder's input, strided and last
     #: convolutions, the decoder's input and up-sampling ones (not the residual units' convolutions, not
     #: the output layers). 1.39 = sqrt(2 / (1 + 0.2**2)) is variance-preserving through LeakyReLU(0.2):
-    #: `small` follows its input within 750 steps with it; `v2` and `v1` blow up with it (the posterior
-    #: mean grows tenfold in 100 steps, the output gate saturates shut). 0 keeps PyTorch's default
+    #: `small` follows its input within 750 steps with it; `v2` and `v1` blow up with it (latent SNR
+    #: 0.04 -> 3.5 in 100 steps, the output 7x too loud, then the gate saturates shut). 0: PyTorch's default
     trunk_gain: float = 0.0
 
 
