@@ -18,17 +18,18 @@ every ``--eval-every`` steps reconstructs held-out audio with the posterior mean
 The model is built from ``--preset`` (default ``small``) with its initialisation ``init.*`` (see
 acids_rave.config.InitConfig); ``--set key=value`` overrides any config key, e.g. the initialisation
 before it was adopted (PyTorch's default, as upstream): ``--set init.trunk_gain=0 --set
-init.zero_bias=false``; ``--set init.zero_bias=false`` alone leaves the trunk gain without zero biases.
+init.zero_bias=false``; for `small`, ``--set init.zero_bias=false`` alone is the trunk gain without zero
+biases and ``--set init.trunk_gain=0`` the zero biases alone.
 ``--drop-silent RMS`` leaves out training crops whose RMS is below RMS (a quarter of the bench's
 32768-sample crops are digital silence: zero-padded one-shots), refilling the batch from the next.
 
-Usage (one thread; ~1 CPU-s per step for `small`, ~4 for `v2`; deterministic: a rerun prints the same
-figures):
+Usage (one thread; ~1 CPU-s per step for `small`, ~1.7 for `v2`, ~0.9 for `v1`; deterministic: a rerun
+prints the same figures):
 
     .venv/bin/python tools/bench/rave_learning.py --steps 2000 --eval-every 250
     .venv/bin/python tools/bench/rave_learning.py --steps 2000 --eval-every 250 \\
         --set init.trunk_gain=0 --set init.zero_bias=false
-    .venv/bin/python tools/bench/rave_learning.py --preset v2 --steps 600 --eval-every 100
+    .venv/bin/python tools/bench/rave_learning.py --preset v2 --steps 1200 --eval-every 200
 
 Needs the quality bench's datasets (``rave_quality.py --out bench-out/rave-quality-20min`` makes them).
 """
