@@ -23,8 +23,9 @@ biases and ``--set init.trunk_gain=0`` the zero biases alone.
 ``--drop-silent RMS`` leaves out training crops whose RMS is below RMS (a quarter of the bench's
 32768-sample crops are digital silence: zero-padded one-shots), refilling the batch from the next.
 
-Usage (one thread; ~1 CPU-s per step for `small`, ~1.7 for `v2`, ~0.9 for `v1`; deterministic: a rerun
-prints the same figures):
+Usage (one thread; ~1 CPU-s per step for `small`, ~1.7 for `v2`, ~0.9 for `v1`; seeded: a rerun follows the
+same path up to floating-point summation order, which can differ with buffer alignment, e.g. with another
+``--eval-every``; see the README):
 
     .venv/bin/python tools/bench/rave_learning.py --steps 2000 --eval-every 250
     .venv/bin/python tools/bench/rave_learning.py --steps 2000 --eval-every 250 \\
