@@ -675,12 +675,9 @@ def main() -> None:
     text = "\n".join([*rows, "", *verdict])
     print(text, flush=True)
     (out / "results.md").write_text(text + "\n")
-    (out / "results.json").write_text(
-        json.dumps(
-            {"summary": summary, "curve": curve, "commands": commands, "split_counts": counts}, indent=1
-        )
-    )
-    replot(out, json.loads((out / "results.json").read_text()))
+    res = {"summary": summary, "curve": curve, "commands": commands, "split_counts": counts}
+    (out / "results.json").write_text(json.dumps(res, indent=1))
+    replot(out, res)
     print(f"wrote {out / 'results.json'}, {out / 'curve.png'}", flush=True)
 
 
