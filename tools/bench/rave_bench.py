@@ -26,6 +26,12 @@ the order alternating per round; the best (offline, stream) or median (train) of
 ``acids_rave.blocks.Conv1d`` switched off on every layer (``ours-no-winograd``, offline and train): the
 effect of that path measured in the same run as the comparison with the official.
 
+``--malloc-ab`` adds, in the same rounds (offline, train), ours with glibc's default allocator
+(``ours-system-malloc``: ``ACIDS_MALLOC=system``, see ``acids_rave.runtime``) and the official with the
+same allocator setting as ours (``official-kept-malloc``: ``MALLOC_MMAP_MAX_=0
+MALLOC_TRIM_THRESHOLD_=2147483647`` in its environment, glibc's own variables for the same two
+parameters): the setting's effect on each side, measured beside the comparison.
+
 ``--clock cpu`` makes both workers' timers read the process's CPU time instead of the wall clock (the
 official worker runs unmodified, its ``time.perf_counter`` replaced): with one thread that is the work
 done, which other jobs on a shared machine disturb much less than the wall clock.
@@ -253,11 +259,16 @@ def official_export(config: str, threads: int) -> dict[str, Any]:
     return {"ok": True, "ts": str(ts)}
 
 
-def _env(threads: int) -> dict[str, str]:
+#: the official side with ours's allocator setting (acids_rave.runtime), through glibc's own variables
+KEPT_MALLOC_ENV = {"MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": str(2**31 - 1)}
+
+
+def _env(threads: int, **extra: str) -> dict[str, str]:
     import os
 
     t = str(threads)
-    return {**os.environ, "OMP_NUM_THREADS": t, "MKL_NUM_THREADS": t, "PYTHONWARNINGS": "ignore"}
+    env = {k: v for k, v in os.environ.items() if k not in ("ACIDS_MALLOC", *KEPT_MALLOC_ENV)}
+    return {**env, "OMP_NUM_THREADS": t, "MKL_NUM_THREADS": t, "PYTHONWARNINGS": "ignore", **extra}
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -271,11 +282,17 @@ def worker(a: argparse.Namespace) -> dict[str, Any]:
     from acids_rave.config import load_config
     from acids_rave.model import Rave
 
+    if not a.system_malloc:
+        from acids_rave.runtime import keep_freed_memory
+
+        keep_freed_memory()  # as the acids-rave command does at start
     torch.set_num_threads(a.threads)
     time.perf_counter = CLOCKS[a.clock]  # --clock cpu: process CPU seconds, as the official worker gets
     cfg = load_config(a.config)
     torch.manual_seed(0)
     x = torch.from_numpy(np.load(a.audio))[None, None]
+    if a.tile > 1:  # a longer input: the audio repeated
+        x = x.repeat(1, 1, a.tile)
     if a.task == "offline":
         model = Rave(cfg).eval()
         model.fuse()
@@ -350,7 +367,8 @@ def run_one(impl: str, task: str, config: str, a: argparse.Namespace, ts: str | 
     else:
         extra = ["--batch", str(a.batch), "--n-signal", str(a.n_signal), "--steps", str(a.steps)]
         extra += ["--warmup-steps", str(a.warmup_steps)]
-    if impl == "official":
+    env = _env(a.threads, **(KEPT_MALLOC_ENV if impl == "official-kept-malloc" else {}))
+    if impl.startswith("official"):
         cmd = [str(VENV / "bin" / "python"), str(HERE / "rave_official.py"), task, *common, *extra]
         if a.clock == "cpu":  # the unmodified official worker, its time.perf_counter read as CPU time
             cmd[1:2] = ["-c", CPU_CLOCK_SHIM, str(HERE / "rave_official.py")]
@@ -363,7 +381,9 @@ def run_one(impl: str, task: str, config: str, a: argparse.Namespace, ts: str | 
             cmd += ["--precision", "bf16"]
         if impl == "ours-no-winograd":
             cmd += ["--no-winograd"]
-    m = benchlib.measured(cmd, OUT / "runs", tag, timeout=1800, env=_env(a.threads))
+        if impl == "ours-system-malloc":
+            cmd += ["--system-malloc"]
+    m = benchlib.measured(cmd, OUT / "runs", tag, timeout=1800, env=env)
     if m["rc"] != 0:
         return {"error": f"rc={m['rc']}, see {m['stderr_path']}", "measure": m}
     res = _json_line(m["stdout_path"])
@@ -396,6 +416,8 @@ def main() -> int:
     w.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
     w.add_argument("--clock", default="wall", choices=sorted(CLOCKS))
     w.add_argument("--no-winograd", action="store_true", help="switch the Winograd conv path off")
+    w.add_argument("--system-malloc", action="store_true", help="leave glibc's allocator as it is")
+    w.add_argument("--tile", type=int, default=1, help="offline: the audio repeated N times")
     ap.add_argument(
         "--clock",
         default="wall",
@@ -423,6 +445,13 @@ def main() -> int:
         action=argparse.BooleanOptionalAction,
         default=False,
         help="also run ours with the Winograd convolution path off (offline, train), same rounds",
+    )
+    ap.add_argument(
+        "--malloc-ab",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="also run ours with glibc's default allocator and the official with ours's setting "
+        "(offline, train), same rounds",
     )
     ap.add_argument("--out-name", default="results.json", help="file name under bench-out/rave-bench/")
     a = ap.parse_args()
@@ -452,10 +481,12 @@ def main() -> int:
                 impls.append("ours-bf16")
             if task in ("offline", "train") and a.winograd_ab:
                 impls.append("ours-no-winograd")
+            if task in ("offline", "train") and a.malloc_ab:
+                impls += ["ours-system-malloc", "official-kept-malloc"]
             shift = rnd % len(impls)  # rotate the order per round
             order = impls[shift:] + impls[:shift]
             for impl in order:
-                if impl == "official" and task == "stream" and not exports[config]["ok"]:
+                if impl.startswith("official") and task == "stream" and not exports[config]["ok"]:
                     continue
                 print(f"round {rnd + 1}: {key} {impl} ...", file=sys.stderr, flush=True)
                 r = run_one(
@@ -514,6 +545,11 @@ def summarize(results: dict, a: argparse.Namespace) -> dict[str, Any]:
                 continue
             ratio = o["step_s"] / u["step_s"] if task == "train" else o["seconds"] / u["seconds"]
             row["ratio" + impl[len("ours") :]] = ratio
+        k, u = row.get("official-kept-malloc", {"error": 1}), row.get("ours", {"error": 1})
+        if "error" not in k and "error" not in u:  # both sides with the same allocator setting
+            unit = "step_s" if task == "train" else "seconds"
+            row["ratio_vs_official_kept_malloc"] = k[unit] / u[unit]
+            row["official_malloc_speedup"] = o[unit] / k[unit] if "error" not in o else None
         u, off = row.get("ours", {"error": 1}), row.get("ours-no-winograd", {"error": 1})
         if "error" not in u and "error" not in off:
             unit = "step_s" if task == "train" else "seconds"
@@ -543,16 +579,35 @@ def table(summary: dict, a: argparse.Namespace) -> str:
             "stream": "streaming, 2048 buffers",
             "train": f"train step phase 1, batch {a.batch}x{a.n_signal}",
         }[task]
+        if "official-kept-malloc" in row:
+            o, k = row.get("official", {}), row["official-kept-malloc"]
+            mem = f"{o.get('maxrss_mib', 'n/a')} / {k.get('maxrss_mib', 'n/a')} MiB"
+            sp = row.get("official_malloc_speedup")
+            sp_s = f"{sp:.2f}x (official: setting on / off)" if sp else "n/a"
+            lines.append(
+                f"| {label} ({config}, the official with ours's allocator setting) | {_cell(o)} | {_cell(k)} "
+                f"| {sp_s} | {mem} |"
+            )
         for impl in [i for i in row if i.startswith("ours") and not i.startswith("ratio")]:
             o, u = row.get("official", {}), row[impl]
             rkey = "ratio" + impl[len("ours") :]
             ratio = f"{row[rkey]:.2f}x" if rkey in row else "n/a"
             mem = f"{o.get('maxrss_mib', 'n/a')} / {u.get('maxrss_mib', 'n/a')} MiB"
-            variant = {"ours-bf16": ", bf16 weights", "ours-no-winograd": ", Winograd off"}.get(impl, "")
+            variant = {
+                "ours-bf16": ", bf16 weights",
+                "ours-no-winograd": ", Winograd off",
+                "ours-system-malloc": ", glibc's default allocator",
+            }.get(impl, "")
             lines.append(f"| {label} ({config}{variant}) | {_cell(o)} | {_cell(u)} | {ratio} | {mem} |")
     for key, row in summary.items():
         if "winograd_speedup" in row:
             lines.append(f"\n{key}: ours with the Winograd path / without it: {row['winograd_speedup']:.3f}x")
+    for key, row in summary.items():
+        if "ratio_vs_official_kept_malloc" in row:
+            lines.append(
+                f"\n{key}: ours / the official, both with the allocator setting: "
+                f"{row['ratio_vs_official_kept_malloc']:.2f}x"
+            )
     return "\n".join(lines)
 
 

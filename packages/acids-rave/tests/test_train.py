@@ -1,6 +1,7 @@
 import dataclasses
 from typing import Any
 
+import pytest
 import torch
 
 from acids_rave import checkpoint
@@ -57,6 +58,47 @@ def test_resume_continues_identically(tiny, tmp_path):
     assert abs(la["loss"] - lb["loss"]) < 1e-6
     for pa, pb in zip(a.model.parameters(), b.model.parameters(), strict=True):
         torch.testing.assert_close(pa, pb)
+
+
+def _resume_restores_the_generators(tiny, tmp_path, device):
+    torch.manual_seed(0)
+    data = [0.3 * torch.randn(2, 1, 2048) for _ in range(3)]
+    a = Trainer(tiny, device)
+    fit(a, data, max_steps=2)
+    a.save(tmp_path / "a.ckpt")
+    saved = {"cpu": torch.get_rng_state()}
+    if device == "cuda":
+        saved["cuda"] = torch.cuda.get_rng_state()
+        torch.rand(10, device="cuda")
+    torch.rand(10)  # both generators move on after the save
+    b = Trainer.resume(tmp_path / "a.ckpt", device)
+    assert torch.equal(torch.get_rng_state(), saved["cpu"])
+    if device == "cuda":
+        assert torch.equal(torch.cuda.get_rng_state(), saved["cuda"])
+        torch.cuda.set_rng_state(saved["cuda"])
+    torch.set_rng_state(saved["cpu"])
+    la = a.step(data[2])
+    torch.set_rng_state(saved["cpu"])
+    if device == "cuda":
+        torch.cuda.set_rng_state(saved["cuda"])
+    lb = b.step(data[2])
+    assert b.state.step == a.state.step == 3
+    assert abs(la["loss"] - lb["loss"]) < 1e-5 * abs(la["loss"])
+    for pa, pb in zip(a.model.parameters(), b.model.parameters(), strict=True):
+        torch.testing.assert_close(pa, pb)
+
+
+def test_resume_restores_the_generators(tiny, tmp_path):
+    _resume_restores_the_generators(tiny, tmp_path, "cpu")
+
+
+@pytest.mark.gpu
+def test_resume_on_cuda(tiny, tmp_path):
+    """On CUDA the checkpoint's tensors are mapped to the device (the RNG states too: they must go back
+    to the CPU) and the device's generator, which the noise branch draws from, is saved and restored."""
+    if not torch.cuda.is_available():
+        pytest.skip("needs CUDA")
+    _resume_restores_the_generators(tiny, tmp_path, "cuda")
 
 
 def test_beta_warmup(tiny):

@@ -295,8 +295,16 @@ class Trainer:
             phase=self.phase,
             discriminator=self.discriminator.state_dict(),
             optimizers={"generator": self.opt_g.state_dict(), "discriminator": self.opt_d.state_dict()},
-            train_state={"history": self.state.history, "rng": torch.get_rng_state()},
+            train_state={"history": self.state.history, **self._rng_states()},
         )
+
+    def _rng_states(self) -> dict[str, torch.Tensor]:
+        """The global generators that training draws from: the CPU one, and the device's on CUDA (the
+        noise branch draws its training noise there)."""
+        states = {"rng": torch.get_rng_state()}
+        if self.device.type == "cuda":
+            states["cuda_rng"] = torch.cuda.get_rng_state(self.device)
+        return states
 
     @classmethod
     def resume(
@@ -313,7 +321,11 @@ class Trainer:
         trainer.opt_g.load_state_dict(p["optimizers"]["generator"])
         trainer.opt_d.load_state_dict(p["optimizers"]["discriminator"])
         trainer.state = TrainState(step=int(p["step"]), history=list(p["train_state"]["history"]))
-        torch.set_rng_state(p["train_state"]["rng"])
+        # the states are ByteTensors on the CPU; map_location moved them to the training device
+        ts = p["train_state"]
+        torch.set_rng_state(ts["rng"].cpu())
+        if trainer.device.type == "cuda" and "cuda_rng" in ts:
+            torch.cuda.set_rng_state(ts["cuda_rng"].cpu(), trainer.device)
         return trainer
 
 
