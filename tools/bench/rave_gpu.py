@@ -13,8 +13,9 @@ Not a comparison with the official implementation (nothing else runs here); what
    ``--resume-steps`` more: the step reached, the records on stdout, the validation spectral distance at
    every ``--val-every`` steps (from RUN/metrics.jsonl), the checkpoint loaded again on the CPU.
 
-Writes OUT/results.json (and prints it), OUT/metrics.jsonl and OUT/validation-last.png (the run's last
-validation spectrogram); the run itself (checkpoints) stays in WORK/run.
+Writes OUT/results.json (and prints it), OUT/metrics.jsonl, OUT/curve.png (training loss and validation
+distance against steps) and OUT/validation-last.png (the run's last validation spectrogram); the run
+itself (checkpoints) stays in WORK/run. ``--plot-only OUT`` redraws curve.png from a finished OUT.
 """
 
 from __future__ import annotations
@@ -72,6 +73,51 @@ def speed(
     }
 
 
+def plot(out: Path) -> Path | None:
+    """OUT/curve.png: spectral distance (training, smoothed; validation) against steps, phase 2 shaded."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    res = json.loads((out / "results.json").read_text())
+    metrics = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines() if x.strip()]
+    steps = [m["step"] for m in metrics]
+    train = [m["multiband"] + m["fullband"] for m in metrics]
+    k = 50
+    smooth = [
+        sum(train[max(0, i - k + 1) : i + 1]) / len(train[max(0, i - k + 1) : i + 1])
+        for i in range(len(train))
+    ]
+    fig, ax = plt.subplots(figsize=(7, 3.6))
+    ax.plot(
+        steps,
+        smooth,
+        lw=1,
+        color="0.6",
+        label=f"training batches: multi-band + full-band (mean of {k} steps)",
+    )
+    v = res["validation"]
+    ax.plot([s for s, _ in v], [d for _, d in v], "o-", color="C0", label="held-out validation (full band)")
+    p1 = res["cli_train"]["phase1_steps"]
+    ax.axvspan(p1, max(steps), color="C1", alpha=0.12, label="phase 2 (adversarial)")
+    ax.set_xlabel("step")
+    ax.set_ylabel("multi-scale spectral distance")
+    b = res["speed"][0]["batch"]
+    wall = res["cli_train"]["wall_s"]
+    ax.set_title(
+        f"{res['preset']} on one {res['device']}: {max(steps)} steps of {b[0]} x {b[1]} in {wall:.0f} s"
+    )
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(out / "curve.png", dpi=100)
+    plt.close(fig)
+    return out / "curve.png"
+
+
 def cli(args: list[str], log: Path) -> tuple[int, list[dict], float]:
     t0 = time.perf_counter()
     with open(log, "a") as err:
@@ -84,8 +130,9 @@ def cli(args: list[str], log: Path) -> tuple[int, list[dict], float]:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--data", required=True)
-    ap.add_argument("--out", type=Path, required=True, help="results (a few small files)")
+    ap.add_argument("--data")
+    ap.add_argument("--out", type=Path, help="results (a few small files)")
+    ap.add_argument("--plot-only", type=Path, metavar="OUT", help="redraw OUT/curve.png, run nothing")
     ap.add_argument("--work", type=Path, default=Path("/tmp/rave-gpu"), help="the run's directory's parent")
     ap.add_argument("--preset", default="v2")
     ap.add_argument("--steps", type=int, default=10)
@@ -101,6 +148,11 @@ def main() -> int:
         "--set", action="append", default=[], metavar="KEY=VALUE", help="config overrides (CLI run)"
     )
     a = ap.parse_args()
+    if a.plot_only:
+        print(plot(a.plot_only))
+        return 0
+    if not a.data or not a.out:
+        ap.error("--data and --out are required")
 
     import torch
 
@@ -166,6 +218,7 @@ def main() -> int:
     if pngs:
         shutil.copy(pngs[-1], a.out / "validation-last.png")
     shutil.copy(run / "metrics.jsonl", a.out / "metrics.jsonl")
+    plot(a.out)
     print(json.dumps({k: v for k, v in res.items() if k != "speed"}, indent=1), flush=True)
     return 0
 

@@ -2,6 +2,7 @@ import io
 import logging
 
 import click
+import pytest
 from click.testing import CliRunner
 
 from acids_core.cli import AcidsGroup, verbosity_options
@@ -41,6 +42,18 @@ def test_progress_writes_periodic_lines_otherwise():
     lines = [line for line in log.getvalue().splitlines() if "train:" in line]
     assert len(lines) >= 3
     assert lines[-1].startswith("t: train: 3/3 steps (100%)")
+
+
+def test_progress_rate_counts_this_run_only(monkeypatch):
+    """A resumed run starts at its step: the position shows it, the rate and time left do not count it."""
+    clock = [100.0]
+    monkeypatch.setattr("acids_core.log.time.monotonic", lambda: clock[0])
+    p = Progress(total=1000, desc="train", unit="steps", mode="off", initial=900)
+    clock[0] += 10.0
+    p.update(20)
+    assert p.n == 920
+    assert p.rate == pytest.approx(2.0)  # 20 steps in 10 s, not 920
+    assert "920/1000 steps (92%)" in p.text() and "eta 0:40" in p.text()
 
 
 @click.group(cls=AcidsGroup)

@@ -109,6 +109,8 @@ class Progress:
         mode: ``"bar"`` (redrawn line), ``"lines"`` (a log line every ``interval`` s) or ``"off"``;
             default: ``bar`` when the stream is a terminal, else ``lines``; env ``ACIDS_PROGRESS`` overrides.
         interval: seconds between lines in ``lines`` mode.
+        initial: units already done before this run (a resumed training's step): counted in the
+            position, not in the rate or the time left.
 
     Use as a context manager, call :meth:`update` with the units done and any scalars to show
     (``loss=0.12``).
@@ -124,6 +126,7 @@ class Progress:
         interval: float = 10.0,
         stream: IO[str] | None = None,
         logger: logging.Logger | None = None,
+        initial: int = 0,
     ) -> None:
         self.total = total
         self.desc = desc
@@ -131,7 +134,7 @@ class Progress:
         self.stream = stream if stream is not None else sys.stderr
         self.interval = interval
         self.logger = logger or get_logger("progress")
-        self.n = 0
+        self.n = self.initial = initial
         self.info: dict[str, Any] = {}
         self._start = time.monotonic()
         self._last_emit = self._start
@@ -160,7 +163,7 @@ class Progress:
 
     @property
     def rate(self) -> float:
-        return self.n / self.elapsed if self.elapsed > 0 else 0.0
+        return (self.n - self.initial) / self.elapsed if self.elapsed > 0 else 0.0
 
     def text(self) -> str:
         """The progress as one line of text (without the bar)."""

@@ -288,9 +288,7 @@ def train(
         )
 
     t0 = time.monotonic()
-    with Progress(total=total, desc="train", unit="steps", mode=None if lead else "off") as bar:
-        if step:
-            bar.update(step)
+    with Progress(total=total, desc="train", unit="steps", mode=None if lead else "off", initial=step) as bar:
         batches = _batches(ds, cfg.train.batch_size, cfg.train.seed, epoch, done, rank, world)
         batch = None
         while step < total:

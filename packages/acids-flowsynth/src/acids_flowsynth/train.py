@@ -203,9 +203,7 @@ def train(
     t0 = time.monotonic()
     n = len(x_tr)
     bs = min(t.batch_size, n)
-    with Progress(total=total, desc="train", unit="epochs") as bar:
-        if epoch:
-            bar.update(epoch)
+    with Progress(total=total, desc="train", unit="epochs", initial=epoch) as bar:
         while epoch < total and (epoch < warm or bad < t.early_stop):
             beta, gamma = weights_at(cfg, epoch)
             model.train()

@@ -272,8 +272,8 @@ def _train(
 
     it = batches.from_step(trainer.state.step)
     try:
-        with Progress(t.max_steps, desc="train", unit="steps", mode=None if main_rank else "off") as progress:
-            progress.update(trainer.state.step)
+        mode, done = (None if main_rank else "off"), trainer.state.step
+        with Progress(t.max_steps, desc="train", unit="steps", mode=mode, initial=done) as progress:
             while trainer.state.step < t.max_steps:
                 logs = trainer.step(next(it))
                 step = trainer.state.step
