@@ -31,8 +31,12 @@ same path up to floating-point summation order, which can differ with buffer ali
     .venv/bin/python tools/bench/rave_learning.py --steps 2000 --eval-every 250 \\
         --set init.trunk_gain=0 --set init.zero_bias=false
     .venv/bin/python tools/bench/rave_learning.py --preset v2 --steps 1200 --eval-every 200
+    python tools/bench/rave_learning.py --preset v2 --device cuda --batch 8 --n-signal 131072 \
+        --steps 1600 --eval-every 200 --data DATASET --eval-data DIR   # on a GPU, v2's own batch
 
-Needs the quality bench's datasets (``rave_quality.py --out bench-out/rave-quality-20min`` makes them).
+Needs the quality bench's datasets (``rave_quality.py --out bench-out/rave-quality-20min`` makes them), or
+``--data`` any dataset without the held-out files, which ``--eval-data`` finds as
+``phrases/48000/trumpet_phrases.flac`` and ``notes/48000/NAME.flac`` (default: the shared data).
 """
 
 from __future__ import annotations
@@ -47,7 +51,7 @@ REPO = Path(__file__).resolve().parents[2]
 EVAL_NOTES = ("cello_061_080", "flute_071_080", "violin_081_080", "trumpet_054_080", "alto_sax_066_080")
 
 
-def eval_audio(sample_rate: int):  # type: ignore[no-untyped-def]
+def eval_audio(sample_rate: int, data_dir: str = "/work/shared/data"):  # type: ignore[no-untyped-def]
     import numpy as np
     import soundfile as sf
     import soxr
@@ -58,8 +62,8 @@ def eval_audio(sample_rate: int):  # type: ignore[no-untyped-def]
             x = x.mean(1)
         return soxr.resample(x, sr, sample_rate)[: int(sample_rate * seconds)]
 
-    parts = [load("/work/shared/data/phrases/48000/trumpet_phrases.flac", 20)]
-    parts += [load(f"/work/shared/data/notes/48000/{n}.flac", 1.5) for n in EVAL_NOTES]
+    parts = [load(f"{data_dir}/phrases/48000/trumpet_phrases.flac", 20)]
+    parts += [load(f"{data_dir}/notes/48000/{n}.flac", 1.5) for n in EVAL_NOTES]
     return np.concatenate(parts)
 
 
@@ -72,6 +76,10 @@ def main() -> None:
     ap.add_argument("--drop-silent", type=float, default=0.0, help="leave out crops below this RMS")
     ap.add_argument("--data", type=Path, default=REPO / "bench-out" / "rave-quality-20min" / "train")
     ap.add_argument("--json", type=Path, default=None, help="also write the figures here")
+    ap.add_argument("--device", default="cpu", help="cpu (1 thread) or cuda")
+    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--n-signal", type=int, default=32768, help="crop length (v2's own: 131072)")
+    ap.add_argument("--eval-data", default="/work/shared/data", help="where the held-out files are")
     a = ap.parse_args()
 
     import numpy as np
@@ -83,29 +91,32 @@ def main() -> None:
     from acids_rave.losses import spectral_distance
     from acids_rave.train import Trainer
 
-    torch.set_num_threads(1)
+    if a.device == "cpu":
+        torch.set_num_threads(1)
     cfg = load_config(a.preset, a.set)
     cfg = dataclasses.replace(
         cfg,
         sample_rate=44100,
-        train=dataclasses.replace(cfg.train, batch=8, n_signal=32768, valid_fraction=0.0, phase1_steps=10**9),
+        train=dataclasses.replace(
+            cfg.train, batch=a.batch, n_signal=a.n_signal, valid_fraction=0.0, phase1_steps=10**9
+        ),
     )
     ds = ChunkDataset(
         str(a.data),
         keys=["audio"],
-        crop=32768,
+        crop=a.n_signal,
         gain_db=(-6.0, 0.0),
         split="train",
         valid_fraction=0.0,
         seed=0,
     )
-    batches = EpochBatches(ds, 8, seed=0).from_step(0)
-    tr = Trainer(cfg)
+    batches = EpochBatches(ds, a.batch, seed=0).from_step(0)
+    tr = Trainer(cfg, a.device)
     print(json.dumps({"preset": a.preset, "init": dataclasses.asdict(cfg.init), "set": a.set}), flush=True)
 
-    x = eval_audio(44100)
+    x = eval_audio(44100, a.eval_data)
     n = len(x) // tr.model.compression_ratio * tr.model.compression_ratio
-    xt = torch.from_numpy(x[:n])[None, None]
+    xt = torch.from_numpy(x[:n])[None, None].to(tr.device)
 
     def evaluate() -> dict[str, float]:
         m = tr.model
@@ -124,7 +135,7 @@ def main() -> None:
             fo = y[0, 0, : k * 2048].reshape(k, 2048).pow(2).mean(-1).add(1e-8).log()
             figures = {
                 "step": tr.state.step,
-                "loud_corr": round(float(np.corrcoef(fi.numpy(), fo.numpy())[0, 1]), 3),
+                "loud_corr": round(float(np.corrcoef(fi.cpu().numpy(), fo.cpu().numpy())[0, 1]), 3),
                 "spec_dist": round(float(spectral_distance(xr, y, cfg.loss.scales, cfg.loss.log_epsilon)), 2),
                 "z_snr": round(float(mean.std(-1).mean() / std.mean()), 4),
                 "amp": round(float(gate.mean()), 4),
@@ -147,21 +158,26 @@ def main() -> None:
 
     log = [{**evaluate(), "input_dependence": round(input_dependence(), 6)}]
     print(json.dumps(log[-1]), flush=True)
-    t0 = time.process_time()
+    t0, w0 = time.process_time(), time.perf_counter()
     for s in range(a.steps):
         xb = next(batches)
         if a.drop_silent:
             keep = xb.pow(2).mean((1, 2)).sqrt() > a.drop_silent
-            while keep.sum() < 8:
+            while keep.sum() < a.batch:
                 xn = next(batches)
                 kn = xn.pow(2).mean((1, 2)).sqrt() > a.drop_silent
                 xb = torch.cat([xb[keep], xn[kn]])
                 keep = torch.ones(xb.shape[0], dtype=torch.bool)
-            xb = xb[keep][:8]
+            xb = xb[keep][: a.batch]
         out = tr.step(xb)
         if (s + 1) % a.eval_every == 0:
             log.append(
-                {**evaluate(), "train_loss": round(out["loss"], 2), "cpu_s": round(time.process_time() - t0)}
+                {
+                    **evaluate(),
+                    "train_loss": round(out["loss"], 2),
+                    "cpu_s": round(time.process_time() - t0),
+                    "wall_s": round(time.perf_counter() - w0, 1),
+                }
             )
             print(json.dumps(log[-1]), flush=True)
     if a.json:
