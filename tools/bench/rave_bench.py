@@ -304,7 +304,10 @@ def worker(a: argparse.Namespace) -> dict[str, Any]:
         with torch.inference_mode():
             for _ in range(a.reps + 1):
                 t0 = time.perf_counter()
-                model.decode(model.encode(x))
+                if a.offline_block:  # as `acids-rave transfer --block N` runs a long input
+                    model.in_blocks("forward", x, a.offline_block)
+                else:
+                    model.decode(model.encode(x))
                 times.append(time.perf_counter() - t0)
         return {"seconds": min(times[1:]), "all": times}
     if a.task == "stream":
@@ -418,6 +421,9 @@ def main() -> int:
     w.add_argument("--no-winograd", action="store_true", help="switch the Winograd conv path off")
     w.add_argument("--system-malloc", action="store_true", help="leave glibc's allocator as it is")
     w.add_argument("--tile", type=int, default=1, help="offline: the audio repeated N times")
+    w.add_argument(
+        "--offline-block", type=int, default=0, help="offline: in blocks of N samples (0: one call)"
+    )
     ap.add_argument(
         "--clock",
         default="wall",

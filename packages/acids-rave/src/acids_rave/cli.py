@@ -531,6 +531,38 @@ def _load_model(path: str, threads: int | None) -> Any:
     return model
 
 
+#: long inputs of transfer / encode / decode go through the model in blocks of about this many samples
+DEFAULT_BLOCK = 2**19
+
+
+def _block_option(f: Any) -> Any:
+    return click.option(
+        "--block",
+        type=int,
+        default=None,
+        help="Long inputs go through the model in blocks of this many samples (a multiple of the compression "
+        "ratio), with its cached streaming convolutions: the same result, memory bounded by the block. "
+        f"Default: about {DEFAULT_BLOCK} (12 s at 44.1 kHz); 0: one call for the whole input.",
+    )(f)
+
+
+def _block(m: Any, block: int | None) -> int:
+    """Samples per block (0: whole input) for model ``m``; the default rounded to its compression ratio."""
+    r = m.compression_ratio
+    if block is None:
+        return max(1, round(DEFAULT_BLOCK / r)) * r
+    if block < 0 or block % r:
+        raise UsageError(f"--block must be 0 or a positive multiple of the compression ratio {r}")
+    return block
+
+
+def _run(m: Any, method: str, x: Any, block: int) -> Any:
+    """``m.encode/decode/forward(x)``, in blocks when ``block`` (samples) is set and the model can stream."""
+    if not block:
+        return getattr(m, method)(x)
+    return m.in_blocks(method, x, block // m.compression_ratio if method == "decode" else block)
+
+
 def _read_audio(path: Path, model: Any) -> Any:
     import torch
 
@@ -572,15 +604,21 @@ def _write_audio(path: Path, y: Any, sample_rate: int) -> None:
 @click.argument("inp", metavar="IN", type=click.Path(path_type=Path))
 @click.argument("out", metavar="OUT", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--threads", type=int, default=None)
+@_block_option
 @verbosity_options
-def transfer_cmd(model: str, inp: Path, out: Path, threads: int | None) -> None:
-    """Timbre transfer: any audio IN through MODEL (encode + decode) to OUT; emits an `audio` record."""
+def transfer_cmd(model: str, inp: Path, out: Path, threads: int | None, block: int | None) -> None:
+    """Timbre transfer: any audio IN through MODEL (encode + decode) to OUT; emits an `audio` record.
+
+    \b
+      acids-rave transfer runs/x/last.ckpt voice.wav voice-as-violin.wav
+    """
     import torch
 
     m = _load_model(model, threads)
+    b = _block(m, block)
     x = _read_audio(inp, m)
     with torch.inference_mode():
-        y = m(x)
+        y = _run(m, "forward", x, b)
     _write_audio_record(out, y, m, inp)
 
 
@@ -589,8 +627,11 @@ def transfer_cmd(model: str, inp: Path, out: Path, threads: int | None) -> None:
 @click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("-o", "--out", "out", required=True, type=click.Path(file_okay=False, path_type=Path))
 @click.option("--threads", type=int, default=None)
+@_block_option
 @verbosity_options
-def encode_cmd(model: str, inputs: tuple[Path, ...], out: Path, threads: int | None) -> None:
+def encode_cmd(
+    model: str, inputs: tuple[Path, ...], out: Path, threads: int | None, block: int | None
+) -> None:
     """Audio files -> latents (.npy, (dims, frames) float32 in OUT); one `latent` record per file."""
     import numpy as np
     import torch
@@ -598,10 +639,11 @@ def encode_cmd(model: str, inputs: tuple[Path, ...], out: Path, threads: int | N
     from acids_core.atomic import atomic_write
 
     m = _load_model(model, threads)
+    b = _block(m, block)
     out.mkdir(parents=True, exist_ok=True)
     for path in inputs:
         with torch.inference_mode():
-            z = m.encode(_read_audio(path, m))[0].numpy()
+            z = _run(m, "encode", _read_audio(path, m), b)[0].numpy()
         target = out / f"{path.stem}.npy"
         with atomic_write(target, "wb") as f:
             np.save(f, z)
@@ -623,8 +665,11 @@ def encode_cmd(model: str, inputs: tuple[Path, ...], out: Path, threads: int | N
 @click.argument("latents", nargs=-1, type=click.Path(path_type=Path))
 @click.option("-o", "--out", "out", required=True, type=click.Path(file_okay=False, path_type=Path))
 @click.option("--threads", type=int, default=None)
+@_block_option
 @verbosity_options
-def decode_cmd(model: str, latents: tuple[Path, ...], out: Path, threads: int | None) -> None:
+def decode_cmd(
+    model: str, latents: tuple[Path, ...], out: Path, threads: int | None, block: int | None
+) -> None:
     """Latent .npy files (or piped `latent` records) -> WAV files in OUT; one `audio` record each."""
     import numpy as np
     import torch
@@ -637,6 +682,7 @@ def decode_cmd(model: str, latents: tuple[Path, ...], out: Path, threads: int | 
             raise UsageError("give LATENT files or pipe `latent` records")
         paths = [Path(r["path"]) for r in read_records(None, kind="latent")]
     m = _load_model(model, threads)
+    b = _block(m, block)
     for path in paths:
         if not path.is_file():
             raise MissingInput(f"{path}: no such latent file")
@@ -644,7 +690,7 @@ def decode_cmd(model: str, latents: tuple[Path, ...], out: Path, threads: int | 
         if z.ndim != 2 or z.shape[0] > m.latent_size:
             raise DataError(f"{path}: expected (dims <= {m.latent_size}, frames), got {z.shape}")
         with torch.inference_mode():
-            y = m.decode(torch.from_numpy(z.astype(np.float32))[None])
+            y = _run(m, "decode", torch.from_numpy(z.astype(np.float32))[None], b)
         target = out / f"{path.stem}.wav"
         _write_audio_record(target, y, m, path)
 

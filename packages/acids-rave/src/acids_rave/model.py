@@ -367,6 +367,31 @@ class Rave(nn.Module):
             if isinstance(m, Conv1d):
                 m.to_bfloat16()
 
+    @torch.jit.ignore
+    def in_blocks(self, method: str, x: torch.Tensor, block: int) -> torch.Tensor:
+        """``encode``, ``decode`` or ``forward`` of ``x`` computed ``block`` by ``block`` through the cached
+        (streaming) convolutions: the same result as one call up to float rounding (the streaming
+        contract), in memory bounded by the block instead of the input's length. ``block`` counts samples
+        (latent frames for ``decode``): a multiple of the compression ratio for ``encode``/``forward``.
+
+        An input no longer than a block, or a non-causal model (it cannot stream), takes one call. The
+        streaming state starts fresh and the model is left offline.
+        """
+        fn = {"encode": self.encode, "decode": self.decode, "forward": self.forward}[method]
+        unit = 1 if method == "decode" else self.compression_ratio
+        if block <= 0 or block % unit:
+            raise ValueError(f"block must be a positive multiple of {unit}, got {block}")
+        if x.shape[-1] <= block or not self.causal:
+            return fn(x)
+        self.set_streaming(True)
+        for m in self.modules():
+            if isinstance(m, Conv1d):
+                m.gemm = False  # blocks of thousands of frames: the convolution library (and Winograd)
+        try:
+            return torch.cat([fn(x[..., i : i + block]) for i in range(0, x.shape[-1], block)], -1)
+        finally:
+            self.set_streaming(False)
+
     @property
     def latency(self) -> int:
         """Algorithmic latency of streaming ``forward`` beyond the block, in samples (causal only)."""
