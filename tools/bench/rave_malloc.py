@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import subprocess
 import sys
@@ -31,8 +30,7 @@ def worker(task: str, keep: bool, extra: list[str]) -> dict:
     cmd += ["--threads", "1", "--audio", str(rave_bench.AUDIO), "--clock", "cpu", *extra]
     if not keep:
         cmd.append("--system-malloc")
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
-    env.pop("ACIDS_MALLOC", None)
+    env = rave_bench._env(1)  # one thread; no ACIDS_MALLOC or glibc MALLOC_* from the caller
     out = subprocess.run(cmd, capture_output=True, text=True, env=env, check=True).stdout
     return json.loads(out.strip().splitlines()[-1])
 
