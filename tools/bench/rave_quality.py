@@ -8,7 +8,8 @@ What it does (everything through the real command-line tools):
    ``round(n / 10)`` files of a part (at least 1 when the part has 5 files or more), train the rest
    (the single groove file stays in train). The list is written to ``split.json``. Each split is
    preprocessed with ``acids-preprocess FILES -o bench-out/rave-quality/{train,valid,test}
-   --sample-rate 44100 --channels 1 --features none`` (131072-sample chunks; a 4 s note gives one chunk,
+   --sample-rate 44100 --channels 1 --features none`` (``--sample-rate 48000 --preset small-48k``: the
+   48 kHz twin; 131072-sample chunks; a 4 s note gives one chunk,
    a one-shot one zero-padded chunk). Three datasets rather than acids-data's ChunkDataset split, which is
    two-way (train/valid by a hash of each file) and so cannot give a third, held-out test split;
    training runs with ``--set train.valid_fraction=0`` so it sees every train file and spends no budget
@@ -102,7 +103,7 @@ def split_files(data: Path, seed: int) -> dict[str, dict[str, list[str]]]:
     return out
 
 
-def preprocess(files: list[str], dest: Path, log_path: Path) -> dict[str, Any]:
+def preprocess(files: list[str], dest: Path, log_path: Path, sample_rate: int = 44100) -> dict[str, Any]:
     exe = Path(sys.executable).with_name("acids-preprocess")
     cmd = [
         str(exe),
@@ -110,7 +111,7 @@ def preprocess(files: list[str], dest: Path, log_path: Path) -> dict[str, Any]:
         "-o",
         str(dest),
         "--sample-rate",
-        "44100",
+        str(sample_rate),
         "--channels",
         "1",
         "--features",
@@ -473,6 +474,12 @@ def main() -> None:
     )
     ap.add_argument("--phase2-share", type=float, default=0.25, help="last share of the budget in phase 2")
     ap.add_argument("--preset", default="small")
+    ap.add_argument(
+        "--sample-rate",
+        type=int,
+        default=44100,
+        help="dataset rate (acids-preprocess --sample-rate); the run adopts it: 48000 trains the -48k twin",
+    )
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--n-signal", type=int, default=32768)
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="more config overrides")
@@ -535,7 +542,7 @@ def main() -> None:
     t0 = time.perf_counter()
     for s in ("train", "valid", "test"):
         files = [f for v in split.values() for f in v[s]]
-        rec = preprocess(files, out / s, log_path)
+        rec = preprocess(files, out / s, log_path, args.sample_rate)
         datasets[s] = out / s
         print(f"  {s}: {len(files)} files -> {rec.get('chunks', '?')} chunks", flush=True)
     print(f"preprocessing: {time.perf_counter() - t0:.1f} s", flush=True)
@@ -604,7 +611,8 @@ def main() -> None:
     valid = eval_batches(datasets["valid"], args.batch) if args.eval_valid else None
     n_test = sum(int(b.shape[0]) for b in test)
     print(
-        f"evaluating {len(curve)} checkpoints on {n_test} test chunks ({n_test * 131072 / 44100:.0f} s)",
+        f"evaluating {len(curve)} checkpoints on {n_test} test chunks "
+        f"({n_test * 131072 / args.sample_rate:.0f} s)",
         flush=True,
     )
     for p in curve:

@@ -1,7 +1,8 @@
 """The speed paths of the convolution blocks compute the same function as the plain definitions.
 
 Each fast path (native weight norm, in-place activations and residual sums, causal pad by ``cat``, the
-matrix-product path for short and wide layers in training, the Winograd F(6, 3) path) is checked
+matrix-product path for short and wide layers in training, the two-frame streaming products by blocks,
+the Winograd F(6, 3) path) is checked
 against the textbook formula it replaces, outputs and gradients, on the band signal of a real recording.
 """
 
@@ -79,6 +80,57 @@ def test_short_and_wide_layers_train_through_products(real_audio):
     assert y.shape == ref.shape == (4, 1536, 32)
     torch.testing.assert_close(y, ref, rtol=1e-4, atol=1e-4)
     _assert_same_grads(y, ref, (x, m.weight, m.gain, m.bias), rtol=1e-3, atol=1e-4)
+
+
+def test_streaming_products_of_two_frames_go_by_blocks(real_audio, monkeypatch):
+    # v2's 768-channel dilated layer, fused as in an export, on the matrix-product path (streaming)
+    torch.manual_seed(0)
+    m = Conv1d(768, 768, 3, dilation=3)
+    m.fuse()
+    m.gemm = True
+    calls = []
+    pair = blocks._pair_product
+    monkeypatch.setattr(blocks, "_pair_product", lambda *a: calls.append(a[0].shape) or pair(*a))
+    x = _bands(real_audio, 768, 40)
+    with torch.no_grad():
+        for frames in (1, 2, 3):
+            y = m(x[..., :frames])
+            ref = _reference_conv(m, x[..., :frames])
+            torch.testing.assert_close(y, ref, rtol=1e-5, atol=1e-5 * ref.abs().max().item())
+        assert calls == [(2, 768 * 3)]  # two frames only: one or three take one product
+        m.gemm = False
+        m(x[..., :2])
+        assert len(calls) == 1  # offline (and training) keep the convolution library
+        small = Conv1d(96, 96, 3)
+        small.fuse()
+        small.gemm = True
+        small(x[:, :96, :2])
+        assert len(calls) == 1  # small weights: one product
+        m.gemm = True
+        monkeypatch.undo()  # TorchScript compiles the module's own function
+        scripted = torch.jit.script(m)
+        torch.testing.assert_close(scripted(x[..., :2]), m(x[..., :2]), rtol=0, atol=0)
+
+
+def test_small_model_streams_like_offline_through_pair_products(real_audio):
+    """Blocks of two latent frames through every two-frame product by blocks: offline's audio."""
+    from acids_rave.config import PRESETS
+    from acids_rave.model import Rave
+
+    cfg = PRESETS["small"]()
+    torch.manual_seed(0)
+    model = Rave(cfg).eval()
+    for m in model.modules():
+        if isinstance(m, Conv1d):
+            m.pair_min_weights = 0  # every product of two frames, whatever its size
+    r = cfg.compression_ratio
+    x, _ = real_audio(1.0)
+    x = x[..., : x.shape[-1] // r * r]
+    with torch.no_grad():
+        offline = model(x)
+        model.set_streaming(True)
+        streamed = torch.cat([model(c) for c in x.split(2 * r, -1)], -1)
+    torch.testing.assert_close(streamed, offline, atol=1e-4, rtol=1e-3)
 
 
 def test_in_place_units_match_the_formula_and_leave_their_input(real_audio):

@@ -1,0 +1,198 @@
+"""How fast float32 streaming could be on this CPU: our exported streaming model against its own floor.
+
+    .venv/bin/python tools/bench/rave_stream_floor.py [--config v2] [--calls 32] [--results FILE]
+
+One process, 1 thread, CPU clock, the exported float32 streaming model (``script(exportable(...,
+streaming=True))``, untrained weights) on 2048-sample blocks of noise at the bench's level:
+
+1. ``call``: one streaming call, as ``rave_bench.py`` times it (best of 5 passes of ``--calls`` calls).
+2. ``rest``: the same call with every convolution's matrix product replaced by an empty result of its
+   shape (``Conv1d._product`` patched before scripting, in a second process): the cached pads, unfolds,
+   activations, residual sums, PQMF and the TorchScript interpreter; what no faster product can remove.
+3. ``products``: ``call - rest``; split by frames per product (M) from a profile of one pass.
+4. ``one-frame floor``: every product's weight read once at the rate MKL's one-frame product (``F.linear``
+   of one row) reads a weight of that shape from memory (copies totalling >= 64 MB so nothing stays in
+   cache). A product of M >= 2 frames that read its weight once, as fast as one frame, would take this.
+5. MKL's small-M products with the weight in cache (768 x 2304): the M = 2 product takes about twice the
+   one-frame time even there, so its slowness is the kernel, not memory.
+
+With ``--results`` (a ``rave_bench.py`` results JSON) the official streaming call of the same run is read
+and ``official / (rest + one-frame floor)`` printed: the best ratio float32 streaming could reach with
+products as fast as the one-frame product, against the 3x target of issue 3.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+BLOCK = 2048
+
+
+def _time_calls(ts: torch.jit.ScriptModule, x: torch.Tensor, calls: int, passes: int = 5) -> float:
+    best = float("inf")
+    with torch.inference_mode():
+        for i in range(8):
+            ts(x[..., i * BLOCK : (i + 1) * BLOCK])
+        for _ in range(passes):
+            t0 = time.process_time()
+            for i in range(calls):
+                ts(x[..., i * BLOCK : (i + 1) * BLOCK])
+            best = min(best, (time.process_time() - t0) / calls)
+    return best
+
+
+def _build(config: str, empty_products: bool) -> torch.jit.ScriptModule:
+    from acids_rave.blocks import Conv1d
+    from acids_rave.config import load_config
+    from acids_rave.export import exportable, script
+    from acids_rave.model import Rave
+
+    torch.manual_seed(0)
+    model = Rave(load_config(config)).eval()
+    if not empty_products:
+        return script(exportable(model, streaming=True))
+    original = Conv1d._product
+
+    def _product(self, rows: torch.Tensor, w2: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+        return torch.empty(rows.shape[0], w2.shape[0], dtype=rows.dtype)
+
+    Conv1d._product = _product
+    try:
+        return script(exportable(model, streaming=True))
+    finally:
+        Conv1d._product = original
+
+
+def _product_shapes(ts: torch.jit.ScriptModule, x: torch.Tensor, calls: int) -> dict[tuple, dict]:
+    from torch.profiler import ProfilerActivity, profile
+
+    with torch.inference_mode(), profile(activities=[ProfilerActivity.CPU], record_shapes=True) as p:
+        for i in range(calls):
+            ts(x[..., i * BLOCK : (i + 1) * BLOCK])
+    shapes: dict[tuple[int, int, int], dict] = {}
+    for e in p.key_averages(group_by_input_shape=True):
+        if e.key == "aten::addmm" and len(e.input_shapes) >= 3 and len(e.input_shapes[2]) == 2:
+            m = e.input_shapes[1][0]
+            k, n = e.input_shapes[2]
+            shapes[(m, k, n)] = {"count": e.count // calls, "ms": e.self_cpu_time_total / calls / 1e3}
+    return shapes
+
+
+def _one_frame_ms(k: int, n: int) -> float:
+    """F.linear of one row with an (n, k) weight read from memory, median of 5 passes over >= 64 MB."""
+    copies = max(2, int(64e6 // (k * n * 4)) + 1)
+    ws = [torch.randn(n, k) for _ in range(copies)]
+    v = torch.randn(1, k)
+    res = []
+    for _ in range(5):
+        t0 = time.process_time()
+        for w in ws:
+            F.linear(v, w)
+        res.append((time.process_time() - t0) / copies)
+    return sorted(res)[2] * 1e3
+
+
+def _in_cache(n: int = 768, k: int = 2304) -> dict[int, float]:
+    w = torch.randn(n, k)
+    out = {}
+    for m in (1, 2, 4, 8):
+        x = torch.randn(m, k)
+        for _ in range(10):
+            F.linear(x, w)
+        t0 = time.process_time()
+        for _ in range(200):
+            F.linear(x, w)
+        out[m] = (time.process_time() - t0) / 200 * 1e3
+    return out
+
+
+def _official_call_ms(path: Path, config: str) -> float | None:
+    d = json.loads(path.read_text())
+    rows = d.get("results", {}).get(f"stream/{config}", {}).get("official", [])
+    if not rows:
+        return None
+    best = min(rows, key=lambda r: r["seconds"])
+    return best["seconds"] / best["blocks"] * 1e3
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--config", default="v2")
+    ap.add_argument("--calls", type=int, default=32)
+    ap.add_argument("--results", type=Path, help="a rave_bench.py results JSON with the official stream run")
+    ap.add_argument("--rest-worker", action="store_true", help=argparse.SUPPRESS)
+    a = ap.parse_args()
+
+    from acids_rave.runtime import keep_freed_memory
+
+    keep_freed_memory()  # as the acids-rave command and rave_bench.py's worker run
+    torch.set_num_threads(1)
+    g = torch.Generator().manual_seed(0)
+    x = 0.1 * torch.randn(1, 1, BLOCK * max(a.calls, 8), generator=g)
+
+    if a.rest_worker:  # TorchScript caches a class's compiled methods per process: the patch runs apart
+        print(json.dumps({"rest": _time_calls(_build(a.config, empty_products=True), x, a.calls)}))
+        return 0
+    cmd = [sys.executable, __file__, "--config", a.config, "--calls", str(a.calls), "--rest-worker"]
+    rest = json.loads(subprocess.run(cmd, capture_output=True, text=True, check=True).stdout)["rest"]
+    ts = _build(a.config, empty_products=False)
+    call = _time_calls(ts, x, a.calls)
+    shapes = _product_shapes(ts, x, a.calls)
+    floor = 0.0
+    wbytes = 0
+    by_m: dict[int, float] = defaultdict(float)
+    for (m, k, n), s in shapes.items():
+        floor += _one_frame_ms(k, n) * s["count"]
+        wbytes += k * n * 4 * s["count"]
+        by_m[m] += s["ms"]
+    prof_total = sum(by_m.values())
+    products = call * 1e3 - rest * 1e3
+    cache = _in_cache()
+    r = {
+        "config": a.config,
+        "call_ms": call * 1e3,
+        "rest_ms": rest * 1e3,
+        "products_ms": products,
+        "products_share_by_frames": {m: v / prof_total for m, v in sorted(by_m.items())},
+        "weights_mb": wbytes / 1e6,
+        "one_frame_floor_ms": floor,
+        "in_cache_768x2304_ms_by_frames": cache,
+    }
+    print(f"{a.config}, 1 thread, CPU clock, float32 exported streaming, {BLOCK}-sample calls:")
+    print(f"  call                         {r['call_ms']:6.2f} ms")
+    print(f"  rest (products left empty)   {r['rest_ms']:6.2f} ms")
+    print(f"  products                     {products:6.2f} ms  ({wbytes / 1e6:.1f} MB of weights)")
+    share = ", ".join(f"M={m}: {v:.0%}" for m, v in r["products_share_by_frames"].items())
+    print(f"    by frames per product (profile): {share}")
+    print(f"  one-frame floor of products  {floor:6.2f} ms  ({wbytes / 1e6 / floor:.1f} GB/s)")
+    print(f"  rest + one-frame floor       {r['rest_ms'] + floor:6.2f} ms")
+    print(
+        "  MKL in cache, 768 x 2304: "
+        + ", ".join(f"M={m} {v:.3f} ms" for m, v in cache.items())
+        + f" (M=2 / M=1 = {cache[2] / cache[1]:.2f})"
+    )
+    if a.results:
+        off = _official_call_ms(a.results, a.config)
+        if off is not None:
+            r["official_call_ms"] = off
+            r["ratio_now"] = off / r["call_ms"]
+            r["ratio_bound"] = off / (r["rest_ms"] + floor)
+            print(f"  official call ({a.results.name}) {off:6.2f} ms: ours now {r['ratio_now']:.2f}x,")
+            print(f"    with every product at the one-frame rate at most {r['ratio_bound']:.2f}x (target 3x)")
+    out = Path("bench-out/rave-bench")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"stream-floor-{a.config}.json").write_text(json.dumps(r, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
