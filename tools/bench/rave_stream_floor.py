@@ -4,7 +4,7 @@
     .venv/bin/python tools/bench/rave_stream_floor.py --config v2 --pair-ab 12     # only the A/B below
 
 One process, 1 thread, CPU clock, the exported float32 streaming model (``script(exportable(...,
-streaming=True))``, untrained weights) on 2048-sample blocks of noise at the bench's level:
+streaming=True))``, untrained weights) on ``--block``-sample calls (2048) of noise at the bench's level:
 
 1. ``call``: one streaming call, as ``rave_bench.py`` times it (best of 5 passes of ``--calls`` calls).
 2. ``rest``: the same call with every convolution's matrix product replaced by an empty result of its

@@ -377,11 +377,12 @@ def _pair_product(rows: torch.Tensor, w2: torch.Tensor, bias: torch.Tensor, bloc
 
     MKL's product of two rows takes about twice the time of one row even with the weight in cache (its
     small-M kernel, not memory), so a large weight read from memory for two frames costs two passes.
-    Here each ``block`` of weight rows is read from memory for the first frame and is
-    still in cache for the second. A streaming call of v2 at 2048 samples has ten such products (the
-    768-channel layers: 45 % of its product time); the call measured 1.06-1.12x faster (in-process A/B,
-    12 alternated passes of 32 calls, 1 thread), 1.07-1.09x at 4096 samples, v1 1.03x. Same sums per
-    output, float-rounding differences only. Four or eight rows the same way measured slower.
+    Here each ``block`` of weight rows is read from memory for the first frame and is still in cache
+    for the second. A streaming call of v2 at 2048 samples has ten such products (the 768-channel
+    layers: 45 % of its product time); the call measured 1.07-1.11x faster (in-process A/B, alternated
+    passes, 1 thread: ``tools/bench/rave_stream_floor.py --pair-ab``), 1.03-1.07x at 4096 samples, v1
+    1.05-1.09x. Same sums per output, float-rounding differences only. Four or eight rows the same way
+    measured slower than MKL's product.
     """
     r0, r1 = rows[0:1], rows[1:2]
     first: list[torch.Tensor] = []
