@@ -1,7 +1,7 @@
 """How fast float32 streaming could be on this CPU: our exported streaming model against its own floor.
 
     .venv/bin/python tools/bench/rave_stream_floor.py [--config v2] [--calls 32] [--results FILE]
-    .venv/bin/python tools/bench/rave_stream_floor.py --config v2 --pair-ab 12     # only the A/B below
+    .venv/bin/python tools/bench/rave_stream_floor.py --config v2 --two-row-ab 16  # only the A/B below
 
 One process, 1 thread, CPU clock, the exported float32 streaming model (``script(exportable(...,
 streaming=True))``, untrained weights) on ``--block``-sample calls (2048) of noise at the bench's level:
@@ -19,8 +19,8 @@ streaming=True))``, untrained weights) on ``--block``-sample calls (2048) of noi
 5. MKL's small-M products with the weight in cache (768 x 2304): the M = 2 product takes about twice the
    one-frame time even there, so its slowness is the kernel, not memory.
 
-``--pair-ab N``: instead, the exported model with and without the two-frame products by blocks
-(``Conv1d.pair_min_weights``; off: one ``F.linear`` as before), in one process, N alternated passes
+``--two-row-ab N``: instead, the exported model with and without the two-row products by blocks
+(``Conv1d.two_row_min_weights``; off: one ``F.linear`` per product), in one process, N alternated passes
 each, median ms per call and the speed-up.
 
 With ``--results`` (a ``rave_bench.py`` results JSON) the official streaming call of the same run is read
@@ -57,7 +57,7 @@ def _time_calls(ts: torch.jit.ScriptModule, x: torch.Tensor, calls: int, passes:
     return best
 
 
-def _build(config: str, empty_products: bool, pairs: bool = True) -> torch.jit.ScriptModule:
+def _build(config: str, empty_products: bool, two_rows: bool = True) -> torch.jit.ScriptModule:
     from acids_rave.blocks import Conv1d
     from acids_rave.config import load_config
     from acids_rave.export import exportable, script
@@ -65,10 +65,10 @@ def _build(config: str, empty_products: bool, pairs: bool = True) -> torch.jit.S
 
     torch.manual_seed(0)
     model = Rave(load_config(config)).eval()
-    if not pairs:  # two-frame products as one F.linear (the code before Conv1d's pair products)
+    if not two_rows:  # two-frame products as one F.linear (before Conv1d's two-row products)
         for m in model.modules():
             if isinstance(m, Conv1d):
-                m.pair_min_weights = 2**62
+                m.two_row_min_weights = 2**62
     if not empty_products:
         return script(exportable(model, streaming=True))
     original = Conv1d._product
@@ -126,11 +126,11 @@ def _in_cache(n: int = 768, k: int = 2304) -> dict[int, float]:
     return out
 
 
-def _pair_ab(config: str, x: torch.Tensor, calls: int, passes: int) -> dict[str, float]:
-    """The exported model with and without the two-frame products by blocks, alternated passes."""
+def _two_row_ab(config: str, x: torch.Tensor, calls: int, passes: int) -> dict[str, float]:
+    """The exported model with and without the two-row products by blocks, alternated passes."""
     import statistics
 
-    on, off = _build(config, False), _build(config, False, pairs=False)
+    on, off = _build(config, False), _build(config, False, two_rows=False)
     with torch.inference_mode():
         a = torch.cat([on(x[..., i * BLOCK : (i + 1) * BLOCK]) for i in range(8)], -1)
         b = torch.cat([off(x[..., i * BLOCK : (i + 1) * BLOCK]) for i in range(8)], -1)
@@ -164,11 +164,11 @@ def main() -> int:
     ap.add_argument("--block", type=int, default=2048, help="samples per call")
     ap.add_argument("--results", type=Path, help="a rave_bench.py results JSON with the official stream run")
     ap.add_argument(
-        "--pair-ab",
+        "--two-row-ab",
         type=int,
         default=0,
         metavar="PASSES",
-        help="only an in-process A/B of the two-frame products by blocks: PASSES alternated passes each",
+        help="only an in-process A/B of the two-row products by blocks: PASSES alternated passes each",
     )
     ap.add_argument("--rest-worker", action="store_true", help=argparse.SUPPRESS)
     a = ap.parse_args()
@@ -181,16 +181,17 @@ def main() -> int:
     g = torch.Generator().manual_seed(0)
     x = 0.1 * torch.randn(1, 1, BLOCK * max(a.calls, 8), generator=g)
 
-    if a.pair_ab:
-        r = _pair_ab(a.config, x, a.calls, a.pair_ab)
+    if a.two_row_ab:
+        r = _two_row_ab(a.config, x, a.calls, a.two_row_ab)
         print(
-            f"{a.config}, {BLOCK}-sample calls, median of {a.pair_ab} alternated passes of {a.calls} calls: "
-            f"pair products {r['on_ms']:.2f} ms, one product {r['off_ms']:.2f} ms, {r['speedup']:.3f}x "
+            f"{a.config}, {BLOCK}-sample calls, median of {a.two_row_ab} alternated passes of {a.calls} "
+            "calls: "
+            f"two-row products {r['on_ms']:.2f} ms, one product {r['off_ms']:.2f} ms, {r['speedup']:.3f}x "
             f"(outputs differ by {r['max_abs_diff']:.1e})"
         )
         out = Path("bench-out/rave-bench")
         out.mkdir(parents=True, exist_ok=True)
-        (out / f"pair-ab-{a.config}-{BLOCK}.json").write_text(json.dumps(r, indent=1))
+        (out / f"two-row-ab-{a.config}-{BLOCK}.json").write_text(json.dumps(r, indent=1))
         return 0
     if a.rest_worker:  # TorchScript caches a class's compiled methods per process: the patch runs apart
         print(json.dumps({"rest": _time_calls(_build(a.config, empty_products=True), x, a.calls)}))
@@ -200,8 +201,8 @@ def main() -> int:
     rest = json.loads(subprocess.run(cmd, capture_output=True, text=True, check=True).stdout)["rest"]
     ts = _build(a.config, empty_products=False)
     call = _time_calls(ts, x, a.calls)
-    # the layers' own product shapes (the pair products would show their blocks): one product each
-    plain = _build(a.config, empty_products=False, pairs=False)
+    # the layers' own product shapes (the two-row products would show their blocks): one product each
+    plain = _build(a.config, empty_products=False, two_rows=False)
     call_plain = _time_calls(plain, x, a.calls)
     shapes = _product_shapes(plain, x, a.calls)
     floor = 0.0
@@ -217,7 +218,7 @@ def main() -> int:
     r = {
         "config": a.config,
         "call_ms": call * 1e3,
-        "call_without_pair_products_ms": call_plain * 1e3,
+        "call_without_two_row_products_ms": call_plain * 1e3,
         "rest_ms": rest * 1e3,
         "products_ms": products,
         "products_share_by_frames": {m: v / prof_total for m, v in sorted(by_m.items())},
@@ -227,7 +228,7 @@ def main() -> int:
     }
     print(f"{a.config}, 1 thread, CPU clock, float32 exported streaming, {BLOCK}-sample calls:")
     print(f"  call                         {r['call_ms']:6.2f} ms")
-    print(f"  call, no pair products       {call_plain * 1e3:6.2f} ms")
+    print(f"  call, no two-row products    {call_plain * 1e3:6.2f} ms")
     print(f"  rest (products left empty)   {r['rest_ms']:6.2f} ms")
     print(f"  products                     {products:6.2f} ms  ({wbytes / 1e6:.1f} MB of weights)")
     share = ", ".join(f"M={m}: {v:.0%}" for m, v in r["products_share_by_frames"].items())

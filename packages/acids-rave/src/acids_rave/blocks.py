@@ -160,11 +160,11 @@ class Conv1d(nn.Module):
     """
 
     __jit_ignored_attributes__ = ["_winograd_cache"]
-    __constants__ = ["pair_min_weights", "pair_block_rows"]
-    #: streaming products of two frames with at least this many weights go through :func:`_pair_product`,
-    #: in blocks of this many output channels (128 x 2304 float32 weights: 1.2 MB)
-    pair_min_weights = 500_000
-    pair_block_rows = 128
+    __constants__ = ["two_row_min_weights", "two_row_block"]
+    #: streaming products of two frames with at least this many weights go through :func:`_two_row_product`,
+    #: in blocks of about this many weights (1 MB of float32)
+    two_row_min_weights = 100_000
+    two_row_block = 262_144
 
     def __init__(
         self,
@@ -367,31 +367,31 @@ class Conv1d(nn.Module):
     def _product(self, rows: torch.Tensor, w2: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
         if w2.dtype != rows.dtype:
             return F.linear(rows.to(w2.dtype), w2).to(rows.dtype) + bias
-        if self.gemm and rows.shape[0] == 2 and w2.shape[0] * w2.shape[1] >= self.pair_min_weights:
-            return _pair_product(rows, w2, bias, self.pair_block_rows)
+        if self.gemm and rows.shape[0] == 2 and w2.shape[0] * w2.shape[1] >= self.two_row_min_weights:
+            return _two_row_product(rows, w2, bias, max(1, self.two_row_block // w2.shape[1]))
         return F.linear(rows, w2, bias)
 
 
-def _pair_product(rows: torch.Tensor, w2: torch.Tensor, bias: torch.Tensor, block: int) -> torch.Tensor:
-    """``F.linear(rows, w2, bias)`` for two rows, as one-row products over blocks of output channels.
+def _two_row_product(rows: torch.Tensor, w2: torch.Tensor, bias: torch.Tensor, block: int) -> torch.Tensor:
+    """``F.linear(rows, w2, bias)`` for two rows, by blocks of ``block`` output channels, each block first
+    streamed into cache by a reduction.
 
-    MKL's product of two rows takes about twice the time of one row even with the weight in cache (its
-    small-M kernel, not memory), so a large weight read from memory for two frames costs two passes.
-    Here each ``block`` of weight rows is read from memory for the first frame and is still in cache
-    for the second. A streaming call of v2 at 2048 samples has ten such products (the 768-channel
-    layers: 45 % of its product time); the call measured 1.07-1.11x faster (in-process A/B, alternated
-    passes, 1 thread: ``tools/bench/rave_stream_floor.py --pair-ab``), 1.03-1.07x at 4096 samples, v1
-    1.05-1.09x. Same sums per output, float-rounding differences only. Four or eight rows the same way
-    measured slower than MKL's product.
+    MKL's product of two rows reads a weight from memory at about half the rate a plain reduction
+    streams it (768 x 2304: 7-8 GB/s against ~22), and takes twice its one-row time even with the weight in
+    cache: neither its memory access nor its kernel suits two rows. Here ``amax`` over each ~1 MB block
+    pulls it into cache at the reduction's rate, then MKL's product reads it there. The maximum of finite
+    weights is finite, so ``+ 0 * max`` leaves the bias exact; it is there because TorchScript drops an
+    unused result. A streaming call of v2 at 2048 samples has ten such products (its 768-channel layers,
+    46 % of the product time): the call measured 1.11-1.19x faster than with one ``F.linear`` per product
+    (``tools/bench/rave_stream_floor.py --two-row-ab``, in-process, alternated passes, 1 thread), 1.10x at
+    4096 samples, v1 1.00-1.05x. For 4 or more rows the reduction measured a loss (0.75-0.95x): they keep
+    one product.
     """
-    r0, r1 = rows[0:1], rows[1:2]
-    first: list[torch.Tensor] = []
-    second: list[torch.Tensor] = []
+    parts: list[torch.Tensor] = []
     for i in range(0, w2.shape[0], block):
-        wb, bb = w2[i : i + block], bias[i : i + block]
-        first.append(F.linear(r0, wb, bb))
-        second.append(F.linear(r1, wb, bb))
-    return torch.cat([torch.cat(first, 1), torch.cat(second, 1)], 0)
+        wb = w2[i : i + block]
+        parts.append(F.linear(rows, wb, bias[i : i + block] + wb.amax() * 0.0))
+    return torch.cat(parts, 1)
 
 
 class Upsample(nn.Module):
