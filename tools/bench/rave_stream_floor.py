@@ -147,6 +147,12 @@ def _two_row_ab(config: str, x: torch.Tensor, calls: int, passes: int) -> dict[s
     }
 
 
+def _save(name: str, r: dict) -> None:
+    out = Path("bench-out/rave-bench")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / name).write_text(json.dumps(r, indent=1))
+
+
 def _official_call_ms(path: Path, config: str) -> float | None:
     d = json.loads(path.read_text())
     rows = d.get("results", {}).get(f"stream/{config}", {}).get("official", [])
@@ -189,9 +195,7 @@ def main() -> int:
             f"two-row products {r['on_ms']:.2f} ms, one product {r['off_ms']:.2f} ms, {r['speedup']:.3f}x "
             f"(outputs differ by {r['max_abs_diff']:.1e})"
         )
-        out = Path("bench-out/rave-bench")
-        out.mkdir(parents=True, exist_ok=True)
-        (out / f"two-row-ab-{a.config}-{BLOCK}.json").write_text(json.dumps(r, indent=1))
+        _save(f"two-row-ab-{a.config}-{BLOCK}.json", r)
         return 0
     if a.rest_worker:  # TorchScript caches a class's compiled methods per process: the patch runs apart
         print(json.dumps({"rest": _time_calls(_build(a.config, empty_products=True), x, a.calls)}))
@@ -248,9 +252,7 @@ def main() -> int:
             r["ratio_bound"] = off / (r["rest_ms"] + floor)
             print(f"  official call ({a.results.name}) {off:6.2f} ms: ours now {r['ratio_now']:.2f}x,")
             print(f"    with every product at the one-frame rate at most {r['ratio_bound']:.2f}x (target 3x)")
-    out = Path("bench-out/rave-bench")
-    out.mkdir(parents=True, exist_ok=True)
-    (out / f"stream-floor-{a.config}-{BLOCK}.json").write_text(json.dumps(r, indent=1))
+    _save(f"stream-floor-{a.config}-{BLOCK}.json", r)
     return 0
 
 
